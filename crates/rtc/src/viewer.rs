@@ -1,0 +1,668 @@
+//! One peer connection per viewer, each with its own track, all fed from one frame bus.
+
+use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder};
+use crate::{analyze_offer, MediaFrame, RtcError};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, info_span, warn, Instrument};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
+};
+
+/// The fan-out from one detector's encoder to its viewers. Bounded: see [`FrameBus::new`].
+#[derive(Clone, Debug)]
+pub struct FrameBus {
+    tx: broadcast::Sender<Arc<MediaFrame>>,
+}
+
+impl FrameBus {
+    /// Frames held for a slow viewer before it starts losing them (about a quarter second
+    /// at 30 fps): enough to ride out a scheduler hiccup, too little to build latency.
+    pub const CAPACITY: usize = 8;
+
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(Self::CAPACITY);
+        FrameBus { tx }
+    }
+
+    /// Publishes a frame to every subscribed viewer; never blocks. Returns how many
+    /// viewers it reached.
+    pub fn publish(&self, frame: Arc<MediaFrame>) -> usize {
+        self.tx.send(frame).unwrap_or(0)
+    }
+
+    /// Number of viewers currently subscribed (connected and streaming).
+    pub fn receivers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// A new subscription, for a viewer or an in-process consumer.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaFrame>> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for FrameBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a viewer asks the encoder for a keyframe; the encoder side rate-limits.
+#[derive(Clone)]
+pub struct KeyframeRequest(Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl KeyframeRequest {
+    pub fn new(f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        KeyframeRequest(Arc::new(f))
+    }
+
+    pub fn request(&self, reason: &'static str) {
+        (self.0)(reason)
+    }
+}
+
+/// WebRTC settings shared by every viewer.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// Local UDP addresses to gather host candidates on (`127.0.0.1:0` lets same-machine
+    /// viewers in; `0.0.0.0:0` opens one socket per non-loopback interface).
+    pub udp_addrs: Vec<String>,
+    /// STUN/TURN URLs handed to ICE (empty: host candidates only, nothing contacted).
+    pub ice_servers: Vec<String>,
+    /// Longest wait for our own ICE gathering before answering with what we have.
+    pub gather_timeout: Duration,
+    /// A viewer that has not connected by then is closed (an offer that never connects).
+    pub connect_timeout: Duration,
+    /// A viewer whose connection stays `disconnected` this long is closed.
+    pub disconnect_timeout: Duration,
+    /// Most viewers per detector.
+    pub max_viewers: usize,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            udp_addrs: vec!["127.0.0.1:0".into()],
+            ice_servers: vec![],
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(15),
+            disconnect_timeout: Duration::from_secs(5),
+            max_viewers: 64,
+        }
+    }
+}
+
+struct ViewerShared {
+    id: u64,
+    state: Mutex<&'static str>,
+    created: Instant,
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    frames_sent: AtomicU64,
+    frames_dropped: AtomicU64,
+    /// Recent (capture → first packet handed to the network, capture → last packet) in µs.
+    latency_us: Mutex<VecDeque<(u32, u32)>>,
+    close_tx: watch::Sender<bool>,
+}
+
+/// Latency samples kept per viewer.
+const LATENCY_WINDOW: usize = 512;
+
+/// What `/api/detectors` and stats show of a viewer.
+#[derive(Debug, Clone)]
+pub struct ViewerSnapshot {
+    pub id: u64,
+    pub state: &'static str,
+    pub age: Duration,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub frames_sent: u64,
+    pub frames_dropped: u64,
+    /// Recent capture → first RTP packet handed to the network, µs.
+    pub first_packet_us: Vec<u32>,
+    /// Recent capture → last RTP packet of the frame handed to the network, µs.
+    pub last_packet_us: Vec<u32>,
+}
+
+/// The viewers of one detector. Each viewer task owns its connection; the registry only
+/// holds counters and a close switch, so it can be read from HTTP handlers cheaply.
+#[derive(Clone, Default)]
+pub struct ViewerRegistry {
+    inner: Arc<Mutex<HashMap<u64, Arc<ViewerShared>>>>,
+}
+
+static NEXT_VIEWER_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ViewerRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Viewers that exist (negotiating, connected or closing).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<ViewerSnapshot> {
+        let mut out: Vec<ViewerSnapshot> = self
+            .lock()
+            .values()
+            .map(|v| ViewerSnapshot {
+                id: v.id,
+                state: *v.state.lock().unwrap_or_else(|e| e.into_inner()),
+                age: v.created.elapsed(),
+                packets_sent: v.packets_sent.load(Ordering::Relaxed),
+                bytes_sent: v.bytes_sent.load(Ordering::Relaxed),
+                frames_sent: v.frames_sent.load(Ordering::Relaxed),
+                frames_dropped: v.frames_dropped.load(Ordering::Relaxed),
+                first_packet_us: lock_latency(&v.latency_us).iter().map(|l| l.0).collect(),
+                last_packet_us: lock_latency(&v.latency_us).iter().map(|l| l.1).collect(),
+            })
+            .collect();
+        out.sort_by_key(|v| v.id);
+        out
+    }
+
+    /// Asks one viewer to close; false when there is no such viewer.
+    pub fn close(&self, id: u64) -> bool {
+        match self.lock().get(&id) {
+            Some(v) => {
+                v.close_tx.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every viewer to close (detector stopped).
+    pub fn close_all(&self) {
+        for v in self.lock().values() {
+            v.close_tx.send_replace(true);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ViewerShared>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single
+        // inserts/removes), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reserve(&self, max: usize) -> Result<(Arc<ViewerShared>, watch::Receiver<bool>), RtcError> {
+        let mut map = self.lock();
+        if map.len() >= max {
+            return Err(RtcError::TooManyViewers(max));
+        }
+        let (close_tx, close_rx) = watch::channel(false);
+        let shared = Arc::new(ViewerShared {
+            id: NEXT_VIEWER_ID.fetch_add(1, Ordering::Relaxed),
+            state: Mutex::new("new"),
+            created: Instant::now(),
+            packets_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+            latency_us: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            close_tx,
+        });
+        map.insert(shared.id, shared.clone());
+        Ok((shared, close_rx))
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
+fn lock_latency(m: &Mutex<VecDeque<(u32, u32)>>) -> std::sync::MutexGuard<'_, VecDeque<(u32, u32)>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The result of answering an offer.
+#[derive(Debug, Clone)]
+pub struct ViewerSession {
+    pub id: u64,
+    /// The complete answer, with our ICE candidates (no trickle needed).
+    pub answer_sdp: String,
+}
+
+struct Handler {
+    state_tx: watch::Sender<RTCPeerConnectionState>,
+    gathering_tx: watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathering_tx.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state_tx.send_replace(state);
+    }
+}
+
+fn state_name(state: RTCPeerConnectionState) -> &'static str {
+    match state {
+        RTCPeerConnectionState::New => "new",
+        RTCPeerConnectionState::Connecting => "connecting",
+        RTCPeerConnectionState::Connected => "connected",
+        RTCPeerConnectionState::Disconnected => "disconnected",
+        RTCPeerConnectionState::Failed => "failed",
+        RTCPeerConnectionState::Closed => "closed",
+        _ => "unknown",
+    }
+}
+
+/// Answers a viewer's fully gathered offer and starts streaming `bus` to it once it
+/// connects. Returns when the answer (with our candidates) is ready.
+pub async fn answer_offer(
+    cfg: &RtcConfig,
+    offer_sdp: &str,
+    detector: &str,
+    bus: &FrameBus,
+    keyframe: KeyframeRequest,
+    registry: &ViewerRegistry,
+) -> Result<ViewerSession, RtcError> {
+    let choice = analyze_offer(offer_sdp)?;
+    let (shared, close_rx) = registry.reserve(cfg.max_viewers)?;
+    let id = shared.id;
+    let span = info_span!("viewer", detector = %detector, viewer = id);
+    let setup = setup_peer(cfg, offer_sdp, &choice, detector, id)
+        .instrument(span.clone())
+        .await;
+    let (pc, track, answer_sdp, payload_type, ssrc, state_rx) = match setup {
+        Ok(parts) => parts,
+        Err(e) => {
+            registry.remove(id);
+            return Err(e);
+        }
+    };
+    info!(parent: &span, profile = %choice.profile_level_id, payload_type, "answered offer");
+
+    let task = ViewerTask {
+        cfg: cfg.clone(),
+        pc,
+        track,
+        payload_type,
+        ssrc,
+        state_rx,
+        close_rx,
+        bus: bus.clone(),
+        keyframe,
+        shared,
+        registry: registry.clone(),
+    };
+    tokio::spawn(task.run().instrument(span));
+    Ok(ViewerSession { id, answer_sdp })
+}
+
+type SetupParts = (
+    Arc<dyn PeerConnection>,
+    Arc<TrackLocalStaticRTP>,
+    String,
+    u8,
+    u32,
+    watch::Receiver<RTCPeerConnectionState>,
+);
+
+async fn setup_peer(
+    cfg: &RtcConfig,
+    offer_sdp: &str,
+    choice: &crate::H264Choice,
+    detector: &str,
+    id: u64,
+) -> Result<SetupParts, RtcError> {
+    let codec = RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: choice.fmtp.clone(),
+        rtcp_feedback: vec![
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            },
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            },
+            RTCPFeedback {
+                typ: "ccm".into(),
+                parameter: "fir".into(),
+            },
+        ],
+    };
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec.clone(),
+                payload_type: choice.payload_type,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| RtcError::webrtc("register_codec", e))?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+        .map_err(|e| RtcError::webrtc("interceptors", e))?
+        .with(14_000usize.into(), KeyframeRequestForwarder::default());
+
+    let ice_servers = if cfg.ice_servers.is_empty() {
+        vec![]
+    } else {
+        vec![RTCIceServer {
+            urls: cfg.ice_servers.clone(),
+            ..Default::default()
+        }]
+    };
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (gathering_tx, mut gathering_rx) = watch::channel(false);
+    let handler = Arc::new(Handler {
+        state_tx,
+        gathering_tx,
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(cfg.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(|e| RtcError::webrtc("creating the peer connection", e))?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    let result = async {
+        let ssrc: u32 = rand::random();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "lumacast".to_string(),
+            format!("{detector}-video-{id}"),
+            format!("{detector}"),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        )));
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| RtcError::webrtc("add_track", e))?;
+
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| RtcError::Unanswerable(e.to_string()))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| RtcError::Unanswerable(e.to_string()))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| RtcError::webrtc("set_local_description", e))?;
+
+        // Non-trickle: answer once our candidates are in the SDP. Host-only gathering
+        // takes well under a millisecond; STUN/TURN may take longer, hence the bound.
+        let gathered = tokio::time::timeout(cfg.gather_timeout, gathering_rx.wait_for(|done| *done))
+            .await
+            .is_ok();
+        if !gathered {
+            warn!(
+                timeout_ms = cfg.gather_timeout.as_millis() as u64,
+                "ICE gathering did not complete in time; answering with the candidates so far"
+            );
+        }
+        let answer_sdp = pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
+            .sdp;
+        let payload_type = sender
+            .get_parameters()
+            .await
+            .map_err(|e| RtcError::webrtc("sender parameters", e))?
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| RtcError::Unanswerable("no codec was negotiated for video".into()))?;
+        debug!(candidates = answer_sdp.matches("a=candidate").count(), "answer ready");
+        Ok((track, answer_sdp, payload_type, ssrc))
+    }
+    .await;
+
+    match result {
+        Ok((track, answer_sdp, payload_type, ssrc)) => {
+            Ok((pc, track, answer_sdp, payload_type, ssrc, state_rx))
+        }
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Resolves once the close switch is on (or its sender is gone).
+async fn wait_closed(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await;
+}
+
+fn set_state(shared: &ViewerShared, s: &'static str) {
+    *shared.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+}
+
+struct ViewerTask {
+    cfg: RtcConfig,
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: u8,
+    ssrc: u32,
+    state_rx: watch::Receiver<RTCPeerConnectionState>,
+    close_rx: watch::Receiver<bool>,
+    bus: FrameBus,
+    keyframe: KeyframeRequest,
+    shared: Arc<ViewerShared>,
+    registry: ViewerRegistry,
+}
+
+impl ViewerTask {
+
+    async fn run(mut self) {
+        let reason = self.stream().await;
+        set_state(&self.shared, "closed");
+        info!(
+            reason,
+            frames_sent = self.shared.frames_sent.load(Ordering::Relaxed),
+            frames_dropped = self.shared.frames_dropped.load(Ordering::Relaxed),
+            "viewer closed"
+        );
+        if let Err(e) = self.pc.close().await {
+            debug!(error = %e, "closing the peer connection");
+        }
+        self.registry.remove(self.shared.id);
+    }
+
+    /// Streams until the viewer goes away; returns why it ended.
+    async fn stream(&mut self) -> &'static str {
+        let started = Instant::now();
+        set_state(&self.shared, "connecting");
+        // Wait for the connection (ICE + DTLS), bounded.
+        let connected = tokio::select! {
+            r = tokio::time::timeout(
+                self.cfg.connect_timeout,
+                self.state_rx.wait_for(|s| matches!(
+                    s,
+                    RTCPeerConnectionState::Connected
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                )),
+            ) => match r {
+                Ok(Ok(s)) => *s,
+                Ok(Err(_)) => return "peer connection dropped before connecting",
+                Err(_) => {
+                    warn!(timeout_s = self.cfg.connect_timeout.as_secs(), "viewer never connected (ICE/DTLS did not complete): is its network reachable from our candidates?");
+                    return "connect timeout";
+                }
+            },
+            _ = wait_closed(&mut self.close_rx) => return "closed by server",
+        };
+        if connected != RTCPeerConnectionState::Connected {
+            warn!(state = state_name(connected), "viewer failed to connect");
+            return "failed to connect";
+        }
+        info!(
+            connect_ms = started.elapsed().as_millis() as u64,
+            "viewer connected"
+        );
+        set_state(&self.shared, "connected");
+
+        // Keyframe requests from the viewer (PLI/FIR) go to the encoder.
+        let track = self.track.clone();
+        let kf = self.keyframe.clone();
+        let rtcp_task = tokio::spawn(
+            async move {
+                while let Some(evt) = track.poll().await {
+                    if let TrackLocalEvent::OnRtcpPacket(packets) = evt {
+                        if has_keyframe_request(&packets) {
+                            debug!("viewer asked for a keyframe (PLI/FIR)");
+                            kf.request("pli");
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+
+        let mut rx = self.bus.subscribe();
+        self.keyframe.request("new viewer");
+        let mut waiting_for_keyframe = true;
+        let mut seq: u16 = rand::random();
+        let ts_offset: u32 = rand::random();
+        let mut disconnected_since: Option<Instant> = None;
+        let mut write_errors = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+
+        let reason = loop {
+            tokio::select! {
+                biased;
+                _ = wait_closed(&mut self.close_rx) => break "closed by server",
+                changed = self.state_rx.changed() => {
+                    if changed.is_err() {
+                        break "peer connection dropped";
+                    }
+                    let s = *self.state_rx.borrow_and_update();
+                    match s {
+                        RTCPeerConnectionState::Failed => break "connection failed",
+                        RTCPeerConnectionState::Closed => break "closed by viewer",
+                        RTCPeerConnectionState::Disconnected => {
+                            set_state(&self.shared, "disconnected");
+                            disconnected_since.get_or_insert_with(Instant::now);
+                        }
+                        RTCPeerConnectionState::Connected => {
+                            set_state(&self.shared, "connected");
+                            disconnected_since = None;
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    if disconnected_since.is_some_and(|t| t.elapsed() > self.cfg.disconnect_timeout) {
+                        break "disconnected too long";
+                    }
+                }
+                r = rx.recv() => match r {
+                    Ok(frame) => {
+                        if waiting_for_keyframe {
+                            if !frame.keyframe {
+                                self.shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            waiting_for_keyframe = false;
+                            debug!(seq = frame.seq, "first keyframe to viewer");
+                        }
+                        let n = frame.payloads.len();
+                        let mut bytes = 0u64;
+                        let mut first_us = 0u32;
+                        for (i, payload) in frame.payloads.iter().enumerate() {
+                            let pkt = rtc::rtp::Packet {
+                                header: rtc::rtp::header::Header {
+                                    version: 2,
+                                    marker: i + 1 == n,
+                                    payload_type: self.payload_type,
+                                    sequence_number: seq,
+                                    timestamp: ts_offset.wrapping_add(frame.rtp_ts),
+                                    ssrc: self.ssrc,
+                                    ..Default::default()
+                                },
+                                payload: payload.clone(),
+                            };
+                            seq = seq.wrapping_add(1);
+                            bytes += payload.len() as u64;
+                            if let Err(e) = self.track.write_rtp(pkt).await {
+                                write_errors += 1;
+                                if write_errors == 1 {
+                                    warn!(error = %e, "writing RTP failed (further errors only counted)");
+                                }
+                            }
+                            if i == 0 {
+                                first_us = frame.captured.elapsed().as_micros() as u32;
+                            }
+                        }
+                        let last_us = frame.captured.elapsed().as_micros() as u32;
+                        {
+                            let mut l = lock_latency(&self.shared.latency_us);
+                            if l.len() == LATENCY_WINDOW {
+                                l.pop_front();
+                            }
+                            l.push_back((first_us, last_us));
+                        }
+                        self.shared.packets_sent.fetch_add(n as u64, Ordering::Relaxed);
+                        self.shared.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // This viewer fell behind; the others did not wait for it. Resume on
+                        // the next keyframe so it never decodes from a broken reference.
+                        self.shared.frames_dropped.fetch_add(missed, Ordering::Relaxed);
+                        warn!(missed, "viewer too slow: frames dropped, resyncing on a keyframe");
+                        waiting_for_keyframe = true;
+                        self.keyframe.request("viewer lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break "detector stopped",
+                }
+            }
+        };
+        rtcp_task.abort();
+        reason
+    }
+}

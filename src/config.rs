@@ -1,0 +1,259 @@
+//! Command line and environment configuration. Every option is documented here and in
+//! `docs/CONFIGURATION.md`.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// lumacast: live detector frames to web browsers over WebRTC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "lumacast", version, about)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LUMACAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// A detector to offer, as `NAME=KIND[,key=value...]`. KIND is `synthetic` or
+    /// `camera`. Keys: width, height, fps, bits (synthetic: 8..16), index (camera),
+    /// bitrate (bit/s), keyint (frames). Repeat for several detectors; the first is
+    /// the default. Default: `synthetic=synthetic`.
+    #[arg(long = "detector", env = "LUMACAST_DETECTORS", value_delimiter = ';')]
+    pub detectors: Vec<String>,
+
+    /// Default H.264 bitrate in bit/s for detectors without their own (0: from the size).
+    #[arg(long, env = "LUMACAST_BITRATE", default_value_t = 0)]
+    pub bitrate: u32,
+
+    /// Default frame rate of synthetic detectors.
+    #[arg(long, env = "LUMACAST_FPS", default_value_t = 30.0)]
+    pub fps: f64,
+
+    /// Default keyframe interval in frames (0: only on request).
+    #[arg(long, env = "LUMACAST_KEYINT", default_value_t = 60)]
+    pub keyint: u32,
+
+    /// Local UDP addresses for WebRTC (ICE host candidates). Include 127.0.0.1 for
+    /// same-machine viewers; 0.0.0.0:0 adds every other interface.
+    #[arg(
+        long = "ice-addr",
+        env = "LUMACAST_ICE_ADDRS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:0,0.0.0.0:0"
+    )]
+    pub ice_addrs: Vec<String>,
+
+    /// STUN/TURN server URLs (none by default: nothing outside is contacted).
+    #[arg(long = "ice-server", env = "LUMACAST_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+
+    /// Most viewers per detector.
+    #[arg(long, env = "LUMACAST_MAX_VIEWERS", default_value_t = 64)]
+    pub max_viewers: usize,
+
+    /// List the cameras of this machine and exit.
+    #[arg(long)]
+    pub list_cameras: bool,
+}
+
+impl Config {
+    /// The configuration with every default, as `cargo run` gets it (for tests).
+    pub fn default_for_tests() -> Self {
+        let mut c = Config::parse_from(["lumacast"]);
+        c.listen = "127.0.0.1:0".parse().expect("valid literal address");
+        c.ice_addrs = vec!["127.0.0.1:0".into()];
+        c
+    }
+
+    pub fn rtc(&self) -> lumacast_rtc::RtcConfig {
+        lumacast_rtc::RtcConfig {
+            udp_addrs: self.ice_addrs.clone(),
+            ice_servers: self.ice_servers.clone(),
+            max_viewers: self.max_viewers,
+            gather_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }
+    }
+}
+
+/// What kind of frame source a detector is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    Synthetic {
+        width: u32,
+        height: u32,
+        fps: f64,
+        bits: u8,
+    },
+    Camera {
+        index: u32,
+        width: u32,
+        height: u32,
+        fps: f64,
+    },
+}
+
+/// One configured detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorSpec {
+    pub name: String,
+    pub kind: SourceKind,
+    /// bit/s; 0 = chosen from the frame size.
+    pub bitrate: u32,
+    pub keyint: u32,
+}
+
+impl DetectorSpec {
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Synthetic { .. } => "synthetic",
+            SourceKind::Camera { .. } => "camera",
+        }
+    }
+
+    /// Parses `NAME=KIND[,key=value...]`.
+    pub fn parse(s: &str, defaults: &Config) -> Result<Self, String> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("detector \"{s}\": expected NAME=KIND[,key=value...]"))?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "detector name \"{name}\" must be letters, digits, '_' or '-'"
+            ));
+        }
+        let mut parts = rest.split(',');
+        let kind = parts.next().unwrap_or("").trim();
+        let mut width = None;
+        let mut height = None;
+        let mut fps = defaults.fps;
+        let mut bits = 12u8;
+        let mut index = 0u32;
+        let mut bitrate = defaults.bitrate;
+        let mut keyint = defaults.keyint;
+        for kv in parts {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("detector \"{name}\": \"{kv}\" is not key=value"))?;
+            let bad = |e: &dyn std::fmt::Display| format!("detector \"{name}\": {k}={v}: {e}");
+            match k.trim() {
+                "width" => width = Some(v.parse::<u32>().map_err(|e| bad(&e))?),
+                "height" => height = Some(v.parse::<u32>().map_err(|e| bad(&e))?),
+                "fps" => fps = v.parse::<f64>().map_err(|e| bad(&e))?,
+                "bits" => bits = v.parse::<u8>().map_err(|e| bad(&e))?,
+                "index" => index = v.parse::<u32>().map_err(|e| bad(&e))?,
+                "bitrate" => bitrate = v.parse::<u32>().map_err(|e| bad(&e))?,
+                "keyint" => keyint = v.parse::<u32>().map_err(|e| bad(&e))?,
+                other => return Err(format!("detector \"{name}\": unknown key \"{other}\"")),
+            }
+        }
+        if !(fps > 0.0 && fps <= 240.0) {
+            return Err(format!("detector \"{name}\": fps must be in (0, 240]"));
+        }
+        let kind = match kind {
+            "synthetic" => {
+                if !(8..=16).contains(&bits) {
+                    return Err(format!("detector \"{name}\": bits must be 8..=16"));
+                }
+                let (w, h) = (width.unwrap_or(1280), height.unwrap_or(720));
+                if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+                    return Err(format!(
+                        "detector \"{name}\": {w}x{h} is outside 16..=8192 per side"
+                    ));
+                }
+                SourceKind::Synthetic {
+                    width: w,
+                    height: h,
+                    fps,
+                    bits,
+                }
+            }
+            "camera" => SourceKind::Camera {
+                index,
+                width: width.unwrap_or(1280),
+                height: height.unwrap_or(720),
+                fps,
+            },
+            other => {
+                return Err(format!(
+                    "detector \"{name}\": unknown kind \"{other}\" (synthetic or camera)"
+                ))
+            }
+        };
+        Ok(DetectorSpec {
+            name: name.to_string(),
+            kind,
+            bitrate,
+            keyint,
+        })
+    }
+}
+
+impl Config {
+    /// The detectors to offer; the default synthetic one when none is given.
+    pub fn detector_specs(&self) -> Result<Vec<DetectorSpec>, String> {
+        let raw: Vec<&str> = if self.detectors.is_empty() {
+            vec!["synthetic=synthetic"]
+        } else {
+            self.detectors.iter().map(String::as_str).collect()
+        };
+        let mut specs: Vec<DetectorSpec> = Vec::new();
+        for s in raw {
+            let spec = DetectorSpec::parse(s, self)?;
+            if specs.iter().any(|d| d.name == spec.name) {
+                return Err(format!("detector \"{}\" is configured twice", spec.name));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_one_synthetic_720p_12bit_30fps() {
+        let c = Config::parse_from(["lumacast"]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        let specs = c.detector_specs().unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(
+            specs[0].kind,
+            SourceKind::Synthetic {
+                width: 1280,
+                height: 720,
+                fps: 30.0,
+                bits: 12
+            }
+        );
+    }
+
+    #[test]
+    fn parses_several_and_rejects_bad_ones() {
+        let c = Config::parse_from([
+            "lumacast",
+            "--detector",
+            "a=synthetic,width=640,height=480,fps=15,bits=16",
+            "--detector",
+            "cam=camera,index=1",
+        ]);
+        let specs = c.detector_specs().unwrap();
+        assert_eq!(specs[0].name, "a");
+        assert_eq!(specs[1].kind_name(), "camera");
+        for bad in [
+            "x",
+            "a=foo",
+            "a=synthetic,bits=20",
+            "a=synthetic,width=8",
+            "a b=synthetic",
+            "a=synthetic,zoom=2",
+        ] {
+            assert!(DetectorSpec::parse(bad, &c).is_err(), "{bad}");
+        }
+    }
+}

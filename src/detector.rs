@@ -1,0 +1,334 @@
+//! The detectors this server offers and, for each running one, its capture thread,
+//! encoder thread, frame bus and viewers.
+//!
+//! Ownership: [`Detectors`] owns the table; a running detector's threads own the source
+//! and the encoder; viewer tasks own their peer connections. The table lock is a std
+//! `Mutex` held only for map lookups and inserts, never across an `.await`, and never
+//! while threads are started or joined.
+
+use crate::config::{DetectorSpec, SourceKind};
+use crate::pipeline::{EncodeSettings, EncoderThread, KeyframeGate, PipelineStats};
+use lumacast_capture::{
+    latest_queue, spawn_capture, CameraSource, CaptureError, FrameSource, SourceInfo,
+    SyntheticConfig, SyntheticSource,
+};
+use lumacast_rtc::{FrameBus, KeyframeRequest, ViewerRegistry};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// Errors of starting and finding detectors.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error("unknown detector \"{0}\"")]
+    Unknown(String),
+    #[error("no detector is configured")]
+    NoneConfigured,
+    #[error("detector \"{name}\" cannot start: {source}")]
+    Start {
+        name: String,
+        #[source]
+        source: CaptureError,
+    },
+    #[error("detector \"{name}\" cannot start a thread: {source}")]
+    Thread {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running detector: what viewers attach to.
+pub struct Running {
+    pub info: SourceInfo,
+    pub started: Instant,
+    pub bus: FrameBus,
+    pub viewers: ViewerRegistry,
+    pub gate: Arc<KeyframeGate>,
+    pub stats: Arc<PipelineStats>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Running {
+    /// How a viewer asks this detector's encoder for a keyframe.
+    pub fn keyframe_request(&self) -> KeyframeRequest {
+        let gate = self.gate.clone();
+        KeyframeRequest::new(move |_reason| gate.request())
+    }
+
+    /// Stops the threads and closes the viewers; blocks until the threads have ended
+    /// (at most a frame period plus one encode), so call it off the async runtime.
+    fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.viewers.close_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Slot {
+    spec: DetectorSpec,
+    running: Option<Arc<Running>>,
+}
+
+/// The table of configured detectors.
+pub struct Detectors {
+    order: Vec<String>,
+    slots: Mutex<BTreeMap<String, Slot>>,
+}
+
+/// What `/api/detectors` shows of one detector.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DetectorStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub running: bool,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub pixel_format: String,
+    pub viewers: usize,
+}
+
+impl Detectors {
+    pub fn new(specs: Vec<DetectorSpec>) -> Self {
+        let order = specs.iter().map(|s| s.name.clone()).collect();
+        let slots = specs
+            .into_iter()
+            .map(|spec| {
+                (
+                    spec.name.clone(),
+                    Slot {
+                        spec,
+                        running: None,
+                    },
+                )
+            })
+            .collect();
+        Detectors {
+            order,
+            slots: Mutex::new(slots),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `name`, or the first configured detector when `None`/empty.
+    pub fn resolve(&self, name: Option<&str>) -> Result<String, DetectorError> {
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) if self.lock().contains_key(n) => Ok(n.to_string()),
+            Some(n) => Err(DetectorError::Unknown(n.to_string())),
+            None => self
+                .order
+                .first()
+                .cloned()
+                .ok_or(DetectorError::NoneConfigured),
+        }
+    }
+
+    /// The first running detector, if any (ImSwitch's `stopLiveView` default).
+    pub fn first_running(&self) -> Option<String> {
+        let slots = self.lock();
+        self.order
+            .iter()
+            .find(|n| slots.get(*n).is_some_and(|s| s.running.is_some()))
+            .cloned()
+    }
+
+    pub fn running(&self, name: &str) -> Option<Arc<Running>> {
+        self.lock().get(name).and_then(|s| s.running.clone())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.order.clone()
+    }
+
+    /// Starts `name` if it is not running. Returns the running detector and whether this
+    /// call started it. Blocking (opens the source): call it from `spawn_blocking`.
+    pub fn start(&self, name: &str) -> Result<(Arc<Running>, bool), DetectorError> {
+        let spec = {
+            let slots = self.lock();
+            let slot = slots
+                .get(name)
+                .ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
+            if let Some(r) = &slot.running {
+                return Ok((r.clone(), false));
+            }
+            slot.spec.clone()
+        };
+        let running = Arc::new(launch(&spec)?);
+        let mut slots = self.lock();
+        let slot = slots
+            .get_mut(name)
+            .ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
+        if let Some(r) = &slot.running {
+            // Lost a race with a concurrent start: keep theirs, stop ours.
+            let winner = r.clone();
+            drop(slots);
+            running.shutdown();
+            return Ok((winner, false));
+        }
+        slot.running = Some(running.clone());
+        info!(detector = name, "detector started");
+        Ok((running, true))
+    }
+
+    /// Stops `name`; false when it was not running. Blocking (joins threads).
+    pub fn stop(&self, name: &str) -> Result<bool, DetectorError> {
+        let running = {
+            let mut slots = self.lock();
+            let slot = slots
+                .get_mut(name)
+                .ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
+            slot.running.take()
+        };
+        match running {
+            Some(r) => {
+                r.shutdown();
+                info!(detector = name, "detector stopped");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Stops everything (server shutdown). Blocking.
+    pub fn stop_all(&self) {
+        for name in self.names() {
+            let _ = self.stop(&name);
+        }
+    }
+
+    pub fn status(&self) -> Vec<DetectorStatus> {
+        let slots = self.lock();
+        self.order
+            .iter()
+            .filter_map(|n| slots.get(n))
+            .map(|slot| {
+                let (w, h, fps, fmt) = match (&slot.running, &slot.spec.kind) {
+                    (Some(r), _) => (
+                        r.info.width,
+                        r.info.height,
+                        r.info.fps,
+                        r.info.format.name().to_string(),
+                    ),
+                    (
+                        None,
+                        SourceKind::Synthetic {
+                            width,
+                            height,
+                            fps,
+                            bits,
+                        },
+                    ) => (
+                        *width,
+                        *height,
+                        *fps,
+                        if *bits == 8 { "mono8" } else { "mono16" }.to_string(),
+                    ),
+                    (
+                        None,
+                        SourceKind::Camera {
+                            width, height, fps, ..
+                        },
+                    ) => (*width, *height, *fps, "rgb8".to_string()),
+                };
+                DetectorStatus {
+                    name: slot.spec.name.clone(),
+                    kind: slot.spec.kind_name(),
+                    running: slot.running.is_some(),
+                    width: w,
+                    height: h,
+                    fps,
+                    pixel_format: fmt,
+                    viewers: slot.running.as_ref().map_or(0, |r| r.viewers.len()),
+                }
+            })
+            .collect()
+    }
+}
+
+fn open_source(spec: &DetectorSpec) -> Result<Box<dyn FrameSource>, CaptureError> {
+    Ok(match spec.kind {
+        SourceKind::Synthetic {
+            width,
+            height,
+            fps,
+            bits,
+        } => Box::new(SyntheticSource::new(SyntheticConfig {
+            width,
+            height,
+            fps,
+            bit_depth: bits,
+        })?),
+        SourceKind::Camera {
+            index,
+            width,
+            height,
+            fps,
+        } => Box::new(CameraSource::open(index, width, height, fps.round() as u32)?),
+    })
+}
+
+fn launch(spec: &DetectorSpec) -> Result<Running, DetectorError> {
+    let name = spec.name.clone();
+    let source = open_source(spec).map_err(|source| {
+        warn!(detector = %name, error = %source, "detector cannot start");
+        DetectorError::Start {
+            name: name.clone(),
+            source,
+        }
+    })?;
+    let info = source.describe();
+    let (tx, rx) = latest_queue();
+    let stop = Arc::new(AtomicBool::new(false));
+    let bus = FrameBus::new();
+    let gate = Arc::new(KeyframeGate::default());
+    let stats = Arc::new(PipelineStats::default());
+    let thread_err = |source| DetectorError::Thread {
+        name: name.clone(),
+        source,
+    };
+    let encoder = EncoderThread {
+        name: name.clone(),
+        rx,
+        bus: bus.clone(),
+        gate: gate.clone(),
+        stats: stats.clone(),
+        stop: stop.clone(),
+        settings: EncodeSettings {
+            bitrate: spec.bitrate,
+            fps: info.fps,
+            keyint: spec.keyint,
+        },
+    }
+    .spawn()
+    .map_err(thread_err)?;
+    let capture = match spawn_capture(name.clone(), source, tx, stop.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            stop.store(true, Ordering::Release);
+            let _ = encoder.join();
+            return Err(thread_err(e));
+        }
+    };
+    info!(detector = %name, width = info.width, height = info.height, fps = info.fps, format = info.format.name(), "capture running");
+    Ok(Running {
+        info,
+        started: Instant::now(),
+        bus,
+        viewers: ViewerRegistry::new(),
+        gate,
+        stats,
+        stop,
+        threads: Mutex::new(vec![capture, encoder]),
+    })
+}

@@ -1,0 +1,86 @@
+//! The one error type of the HTTP edge: logs the detail, answers plainly with JSON.
+
+use crate::detector::DetectorError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lumacast_rtc::RtcError;
+
+/// Every failure a handler can answer with. Never a panic, never an error inside a 200.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, garbage SDP, wrong field types (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown detector or viewer (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Well-formed but unanswerable offer: no video, no H.264 (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The detector cannot start, or a limit is reached (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of ours (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), error = %self, "request rejected");
+        }
+        let body = serde_json::json!({"status": "error", "message": self.to_string()});
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<DetectorError> for ApiError {
+    fn from(e: DetectorError) -> Self {
+        match e {
+            DetectorError::Unknown(_) | DetectorError::NoneConfigured => {
+                ApiError::NotFound(e.to_string())
+            }
+            DetectorError::Start { .. } | DetectorError::Thread { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<RtcError> for ApiError {
+    fn from(e: RtcError) -> Self {
+        match e {
+            RtcError::BadSdp(_) => ApiError::BadRequest(e.to_string()),
+            RtcError::NoVideo | RtcError::NoH264(_) | RtcError::Unanswerable(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+            RtcError::TooManyViewers(_) | RtcError::SourceStopped => {
+                ApiError::Unavailable(e.to_string())
+            }
+            RtcError::WebRtc { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("background task failed: {e}"))
+    }
+}

@@ -1,0 +1,85 @@
+//! HTTP API: one file per family, one [`ApiError`].
+
+mod detectors;
+mod error;
+mod liveview;
+mod page;
+
+pub use error::ApiError;
+
+use crate::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Largest request body accepted (an SDP offer is a few KB; 64 KB is the SDP limit).
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/health", get(detectors::health))
+        .route("/api/detectors", get(detectors::list))
+        .route(
+            "/LiveViewController/startLiveView",
+            post(liveview::start_live_view).get(liveview::start_live_view),
+        )
+        .route(
+            "/LiveViewController/stopLiveView",
+            get(liveview::stop_live_view).post(liveview::stop_live_view),
+        )
+        .route(
+            "/LiveViewController/webrtc_offer",
+            post(liveview::webrtc_offer),
+        )
+        .route(
+            "/LiveViewController/getActiveStreams",
+            get(liveview::active_streams),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Request parameters from the query string merged with a JSON object body (the body
+/// wins), as ImSwitch clients send either.
+pub(crate) fn params(query: HashMap<String, String>, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    let mut out: Map<String, Value> = query
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(out);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => {
+            out.extend(map);
+            Ok(out)
+        }
+        Ok(_) => Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// A string parameter; present but not a string is a 400.
+pub(crate) fn str_param<'a>(
+    p: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match p.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ApiError::BadRequest(format!("\"{key}\" must be a string"))),
+    }
+}

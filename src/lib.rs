@@ -1,0 +1,54 @@
+//! lumacast: live detector frames to web browsers over WebRTC.
+//!
+//! The data path, once: capture thread → bounded latest-wins queue → encoder thread
+//! (convert, encode, packetize once) → frame bus → one task per viewer → network.
+//! See `docs/ARCHITECTURE.md`.
+
+pub mod config;
+pub mod detector;
+pub mod http;
+pub mod pipeline;
+
+pub use config::Config;
+pub use http::router;
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What every handler shares.
+pub struct App {
+    pub detectors: detector::Detectors,
+    pub rtc: lumacast_rtc::RtcConfig,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(config: &Config) -> Result<AppState, String> {
+        Ok(Arc::new(App {
+            detectors: detector::Detectors::new(config.detector_specs()?),
+            rtc: config.rtc(),
+        }))
+    }
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves, then closes viewers and
+/// stops detectors.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = App::new(&config).map_err(anyhow::Error::msg)?;
+    if !lumacast_encode::build_info().assembly {
+        tracing::warn!("{}", lumacast_encode::build_info().note);
+    }
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.detectors.stop_all()).await?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The encoder thread of one detector: take the newest frame, convert, encode once,
+//! packetize once, publish to every viewer.
+
+use bytes::Bytes;
+use lumacast_capture::{FrameReceiver, RecvError};
+use lumacast_encode::{Encoder, EncoderConfig};
+use lumacast_frame::{Converter, I420Frame};
+use lumacast_rtc::{FrameBus, MediaFrame, Packetizer};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// Keyframe requests from viewers are coalesced: at most one forced IDR per this interval.
+/// A burst of joins or PLIs from many viewers then costs one keyframe, and a requester
+/// waits at most this long (plus one frame) for its IDR.
+pub const MIN_FORCED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Per-frame timings kept for the stats endpoints (bounded ring).
+const TIMING_WINDOW: usize = 512;
+
+/// Encoder settings a detector runs with (0 = choose from the size).
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeSettings {
+    pub bitrate: u32,
+    pub fps: f64,
+    pub keyint: u32,
+}
+
+/// Counters and recent timings, written by the encoder thread, read by HTTP handlers.
+#[derive(Default)]
+pub struct PipelineStats {
+    pub frames_in: AtomicU64,
+    pub frames_encoded: AtomicU64,
+    pub frames_idle: AtomicU64,
+    /// Frames replaced in the latest-wins queue before the encoder took them.
+    pub queue_drops: AtomicU64,
+    pub keyframes_periodic: AtomicU64,
+    pub keyframes_requested: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub convert_errors: AtomicU64,
+    pub encode_errors: AtomicU64,
+    /// (capture → encoded) µs and encode-only µs of recent frames.
+    timings: Mutex<VecDeque<(u32, u32)>>,
+}
+
+/// Median and 99th percentile, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub samples: usize,
+}
+
+pub(crate) fn percentiles(mut v: Vec<u32>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles::default();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    Percentiles {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        samples: v.len(),
+    }
+}
+
+impl PipelineStats {
+    fn record(&self, capture_to_encoded_us: u32, encode_us: u32) {
+        let mut t = self.timings.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() == TIMING_WINDOW {
+            t.pop_front();
+        }
+        t.push_back((capture_to_encoded_us, encode_us));
+    }
+
+    /// (capture → encoded, encode) percentiles over the recent window.
+    pub fn timing_percentiles(&self) -> (Percentiles, Percentiles) {
+        let t = self.timings.lock().unwrap_or_else(|e| e.into_inner());
+        let a = t.iter().map(|x| x.0).collect();
+        let b = t.iter().map(|x| x.1).collect();
+        drop(t);
+        (percentiles(a), percentiles(b))
+    }
+}
+
+/// Shared switch for keyframe requests (viewer joins, PLI/FIR).
+#[derive(Default)]
+pub struct KeyframeGate {
+    requested: AtomicBool,
+}
+
+impl KeyframeGate {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+    }
+}
+
+pub struct EncoderThread {
+    pub name: String,
+    pub rx: FrameReceiver,
+    pub bus: FrameBus,
+    pub gate: Arc<KeyframeGate>,
+    pub stats: Arc<PipelineStats>,
+    pub stop: Arc<AtomicBool>,
+    pub settings: EncodeSettings,
+}
+
+impl EncoderThread {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("enc-{}", self.name))
+            .spawn(move || {
+                let span = tracing::info_span!("encoder", detector = %self.name);
+                let _g = span.enter();
+                self.run();
+            })
+    }
+
+    fn encoder_config(&self, width: u32, height: u32) -> EncoderConfig {
+        let mut cfg = EncoderConfig::new(width, height);
+        cfg.fps = self.settings.fps.clamp(1.0, 60.0) as f32;
+        if self.settings.bitrate > 0 {
+            cfg.bitrate_bps = self.settings.bitrate;
+        } else {
+            cfg.bitrate_bps = lumacast_encode::default_bitrate_bps(width, height, cfg.fps);
+        }
+        cfg.keyframe_interval = self.settings.keyint;
+        cfg
+    }
+
+    fn run(self) {
+        let mut converter = Converter::new(None);
+        let mut i420 = I420Frame::default();
+        let mut encoder: Option<Encoder> = None;
+        let mut packetizer = Packetizer::new();
+        let mut last_forced: Option<Instant> = None;
+        let mut idle = true;
+        let mut logged_convert_error = false;
+        let started = Instant::now();
+        info!("encoder thread started");
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let frame = match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(f) => f,
+                Err(RecvError::Timeout) => continue,
+                Err(RecvError::Disconnected) => break,
+            };
+            self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .queue_drops
+                .store(self.rx.dropped(), Ordering::Relaxed);
+
+            // Nobody watching: skip the CPU work entirely. A viewer that subscribes asks
+            // for a keyframe, so it starts cleanly.
+            if self.bus.receivers() == 0 {
+                if !idle {
+                    debug!("no viewers: encoding paused");
+                }
+                idle = true;
+                self.stats.frames_idle.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if idle {
+                debug!("viewers present: encoding");
+                idle = false;
+            }
+
+            if let Err(e) = converter.convert(&frame, &mut i420) {
+                self.stats.convert_errors.fetch_add(1, Ordering::Relaxed);
+                if !logged_convert_error {
+                    error!(error = %e, width = frame.width, height = frame.height, "cannot convert frames of this detector (logged once)");
+                    logged_convert_error = true;
+                }
+                continue;
+            }
+
+            let needs_new = match &encoder {
+                Some(enc) => {
+                    let c = enc.config();
+                    c.width != i420.width || c.height != i420.height
+                }
+                None => true,
+            };
+            if needs_new {
+                let cfg = self.encoder_config(i420.width, i420.height);
+                match Encoder::new(cfg) {
+                    Ok(enc) => {
+                        info!(
+                            width = cfg.width,
+                            height = cfg.height,
+                            bitrate = cfg.bitrate_bps,
+                            fps = cfg.fps,
+                            keyint = cfg.keyframe_interval,
+                            threads = cfg.threads,
+                            slices = cfg.slices,
+                            "encoder ready"
+                        );
+                        encoder = Some(enc);
+                        last_forced = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+                        error!(error = %e, "cannot create the H.264 encoder");
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                }
+            }
+            let Some(enc) = encoder.as_mut() else {
+                continue;
+            };
+
+            let mut forced = false;
+            if self.gate.requested.load(Ordering::Acquire)
+                && last_forced.is_none_or(|t| t.elapsed() >= MIN_FORCED_KEYFRAME_INTERVAL)
+            {
+                self.gate.requested.store(false, Ordering::Release);
+                enc.request_keyframe();
+                last_forced = Some(Instant::now());
+                forced = true;
+            }
+
+            let t0 = Instant::now();
+            let ts_ms = frame.captured_mono.duration_since(started).as_millis() as i64;
+            let encoded = match enc.encode(&i420, ts_ms) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "encoding failed; recreating the encoder");
+                    encoder = None;
+                    continue;
+                }
+            };
+            let encoded_at = Instant::now();
+            if encoded.skipped || encoded.data.is_empty() {
+                continue;
+            }
+            if encoded.keyframe {
+                if forced {
+                    self.stats
+                        .keyframes_requested
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.keyframes_periodic.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let data = Bytes::from(encoded.data);
+            self.stats
+                .bytes_out
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let payloads = packetizer.packetize(data);
+            let rtp_ts = (frame.captured_mono.duration_since(started).as_micros() * 9 / 100) as u32;
+            let media = Arc::new(MediaFrame {
+                seq: frame.seq,
+                rtp_ts,
+                keyframe: encoded.keyframe,
+                payloads,
+                captured: frame.captured_mono,
+                captured_us: frame.captured_us(),
+                encoded: encoded_at,
+            });
+            self.bus.publish(media);
+            self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            self.stats.record(
+                encoded_at.duration_since(frame.captured_mono).as_micros() as u32,
+                encoded_at.duration_since(t0).as_micros() as u32,
+            );
+        }
+        info!("encoder thread stopped");
+    }
+}

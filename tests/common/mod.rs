@@ -1,0 +1,211 @@
+//! Shared scenario plumbing: a real server on 127.0.0.1:0, a minimal HTTP client, and a
+//! real WebRTC viewer that decodes what it receives.
+#![allow(dead_code)]
+
+use lumacast::Config;
+use lumacast_encode::Decoder;
+use lumacast_frame::stripe::{self, StripeReading};
+use lumacast_rtc::{ClientEvent, ViewerClient};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts `lumacast::run` with the defaults plus `detectors` (if any).
+    pub async fn start(detectors: &[&str]) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let mut config = Config::default_for_tests();
+        config.detectors = detectors.iter().map(|s| s.to_string()).collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(lumacast::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("server stops within 10 s")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        http(self.addr, "GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        http(self.addr, "POST", path, Some(body)).await
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns status and JSON body (Null if not JSON).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, text) = http_raw(addr, method, path, body.map(str::as_bytes)).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub async fn http_raw(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("HTTP response within 20 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// A decoded frame as a viewer saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub stripe: Option<StripeReading>,
+    pub width: u32,
+    pub height: u32,
+    pub decoded_at: Instant,
+    pub decoded_us: u64,
+    pub first_packet_at: Instant,
+    pub first_packet_us: u64,
+}
+
+/// A connected viewer that decodes.
+pub struct Viewer {
+    pub client: ViewerClient,
+    pub decoder: Decoder,
+    pub posted_at: Instant,
+    pub connected_at: Option<Instant>,
+    pub answer: Value,
+}
+
+impl Viewer {
+    /// Offers (profiles as given), POSTs to webrtc_offer with `detector`, applies the answer.
+    pub async fn join(server: &TestServer, detector: Option<&str>, profiles: &[&str]) -> Viewer {
+        let client = ViewerClient::new(profiles).await.expect("client peer");
+        let mut body = serde_json::json!({"sdp": client.offer_sdp(), "type": "offer"});
+        if let Some(d) = detector {
+            body["detectorName"] = d.into();
+        }
+        let posted_at = Instant::now();
+        let (status, answer) = server
+            .post("/LiveViewController/webrtc_offer", &body.to_string())
+            .await;
+        assert_eq!(status, 200, "webrtc_offer answered {answer}");
+        assert_eq!(answer["status"], "success");
+        assert_eq!(answer["type"], "answer");
+        let sdp = answer["sdp"].as_str().expect("answer sdp").to_string();
+        assert!(sdp.contains("a=candidate"), "answer carries our candidates");
+        client.accept_answer(sdp).await.expect("answer accepted");
+        Viewer {
+            client,
+            decoder: Decoder::new().expect("decoder"),
+            posted_at,
+            connected_at: None,
+            answer,
+        }
+    }
+
+    /// Receives and decodes until `n` pictures were decoded or `timeout` passes.
+    pub async fn decode_frames(&mut self, n: usize, timeout: Duration) -> Vec<Seen> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.client.next_event(left).await {
+                Some(ClientEvent::Connected(t)) => self.connected_at = Some(t),
+                Some(ClientEvent::Frame(f)) => {
+                    let first_packet_us = now_us() - f.first_packet_at.elapsed().as_micros() as u64;
+                    let decoded = self.decoder.decode(&f.access_unit);
+                    if std::env::var_os("LUMACAST_TEST_TRACE").is_some() {
+                        eprintln!("frame ts={} packets={} gap={} bytes={} -> {:?}", f.rtp_timestamp, f.packets, f.gap_before, f.access_unit.len(), decoded.as_ref().map(|d| d.is_some()));
+                    }
+                    if let Ok(Some(pic)) = decoded {
+                        out.push(Seen {
+                            stripe: stripe::read_luma(&pic.y, pic.width as usize, pic.width, pic.height),
+                            width: pic.width,
+                            height: pic.height,
+                            decoded_at: Instant::now(),
+                            decoded_us: now_us(),
+                            first_packet_at: f.first_packet_at,
+                            first_packet_us,
+                        });
+                    }
+                }
+                Some(ClientEvent::Closed) => break,
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+/// A fully gathered offer from a real webrtc-rs peer (then discarded).
+pub async fn real_offer() -> String {
+    let c = ViewerClient::new(&["42e01f"]).await.unwrap();
+    let sdp = c.offer_sdp().to_string();
+    c.close().await;
+    sdp
+}

@@ -1,0 +1,91 @@
+//! End to end over real sockets: a webrtc-rs viewer POSTs a gathered offer, receives RTP,
+//! decodes the H.264 and reads the timestamp stripe back out of the pixels.
+
+mod common;
+
+use common::{now_us, TestServer, Viewer};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixels_survive_the_whole_path() {
+    let server = TestServer::start(&[]).await;
+    let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
+    let seen = viewer.decode_frames(30, Duration::from_secs(15)).await;
+    assert!(seen.len() >= 30, "decoded only {} frames", seen.len());
+    assert_eq!((seen[0].width, seen[0].height), (1280, 720));
+
+    let stripes: Vec<_> = seen.iter().map(|s| s.stripe.expect("stripe readable")).collect();
+    for w in stripes.windows(2) {
+        assert!(w[1].seq > w[0].seq, "sequence numbers rise: {:?}", w);
+        assert!(w[1].t_us > w[0].t_us, "capture times rise");
+    }
+    for (s, st) in seen.iter().zip(&stripes) {
+        // captured before it was decoded, and not long before on loopback
+        assert!(st.t_us < s.decoded_us, "capture precedes decode");
+        let latency_ms = (s.decoded_us - st.t_us) as f64 / 1000.0;
+        assert!(latency_ms < 500.0, "capture→decode {latency_ms} ms");
+    }
+    let span_us = stripes.last().unwrap().t_us - stripes[0].t_us;
+    let frames = stripes.last().unwrap().seq - stripes[0].seq;
+    let fps = frames as f64 / (span_us as f64 / 1e6);
+    assert!((20.0..40.0).contains(&fps), "stripe clock says {fps:.1} fps");
+    assert!(now_us() - stripes[0].t_us < 60_000_000);
+    viewer.client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_42001f_profile_when_that_is_offered() {
+    let server = TestServer::start(&[]).await;
+    let mut viewer = Viewer::join(&server, None, &["42001f"]).await;
+    let sdp = viewer.answer["sdp"].as_str().unwrap().to_string();
+    assert!(sdp.contains("profile-level-id=42001f"), "{sdp}");
+    assert!(sdp.contains("packetization-mode=1"));
+    let seen = viewer.decode_frames(5, Duration::from_secs(10)).await;
+    assert!(seen.len() >= 5);
+    viewer.client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_viewers_watch_and_a_late_joiner_gets_a_keyframe_at_once() {
+    // A periodic keyframe only every 300 frames (10 s): a late joiner that decodes within
+    // a second can only have been served a keyframe made for it.
+    let server = TestServer::start(&["det=synthetic,keyint=300"]).await;
+    let mut a = Viewer::join(&server, Some("det"), &["42e01f"]).await;
+    let mut b = Viewer::join(&server, Some("det"), &["42e01f", "42001f"]).await;
+    let (sa, sb) = tokio::join!(
+        a.decode_frames(45, Duration::from_secs(15)),
+        b.decode_frames(45, Duration::from_secs(15))
+    );
+    assert!(sa.len() >= 45 && sb.len() >= 45, "{} / {}", sa.len(), sb.len());
+    for s in [&sa, &sb] {
+        let first = s[0].stripe.unwrap();
+        let last = s.last().unwrap().stripe.unwrap();
+        let secs = (last.t_us - first.t_us) as f64 / 1e6;
+        let fps = (s.len() - 1) as f64 / secs;
+        assert!(fps > 25.0, "each viewer gets ~30 fps, got {fps:.1}");
+    }
+
+    // mid-stream joiner
+    let mut c = Viewer::join(&server, Some("det"), &["42e01f"]).await;
+    let sc = c.decode_frames(1, Duration::from_secs(5)).await;
+    assert_eq!(sc.len(), 1, "late joiner decoded a frame");
+    let posted_to_decoded = sc[0].decoded_at - c.posted_at;
+    assert!(
+        posted_to_decoded < Duration::from_millis(1500),
+        "late joiner waited {posted_to_decoded:?} (periodic keyframe is 10 s away)"
+    );
+    let (_, det) = server.get("/api/detectors").await;
+    assert_eq!(det["detectors"][0]["viewers"], 3);
+
+    // stopping the detector closes everyone
+    let (st, body) = server.get("/LiveViewController/stopLiveView?detectorName=det").await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("success")));
+    let (_, det) = server.get("/api/detectors").await;
+    assert_eq!(det["detectors"][0]["running"], false);
+    for v in [&a, &b, &c] {
+        v.client.close().await;
+    }
+    server.stop().await;
+}

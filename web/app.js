@@ -1,0 +1,171 @@
+// lumacast live view: one recvonly WebRTC connection per detector, non-trickle ICE,
+// reconnects by itself when the server restarts or the connection fails.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video"), overlay = $("overlay"), statusEl = $("status"), select = $("detector");
+
+const GATHER_TIMEOUT_MS = 1500;   // send what was gathered after this
+const RETRY_MIN_MS = 500, RETRY_MAX_MS = 5000;
+
+let pc = null;
+let wanted = false;           // the user wants to watch
+let retryMs = RETRY_MIN_MS;
+let retryTimer = null;
+let lastStats = null;
+let sessionId = 0;
+
+function setStatus(text, cls) {
+  statusEl.textContent = text;
+  statusEl.className = cls || "";
+}
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const res = await fetch(path, opts);
+  let json = null;
+  try { json = await res.json(); } catch (_) { /* not JSON */ }
+  if (!res.ok) throw new Error((json && json.message) || `${res.status} ${res.statusText}`);
+  return json;
+}
+
+async function loadDetectors() {
+  const { detectors } = await api("/api/detectors");
+  const current = select.value;
+  select.innerHTML = "";
+  for (const d of detectors) {
+    const o = document.createElement("option");
+    o.value = d.name;
+    o.textContent = `${d.name} (${d.kind}, ${d.width}x${d.height})`;
+    select.appendChild(o);
+  }
+  if (current && detectors.some((d) => d.name === current)) select.value = current;
+  const params = new URLSearchParams(location.search);
+  if (params.get("detector")) select.value = params.get("detector");
+}
+
+function waitForGathering(conn) {
+  if (conn.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { conn.removeEventListener("icegatheringstatechange", check); resolve(); };
+    const check = () => { if (conn.iceGatheringState === "complete") done(); };
+    conn.addEventListener("icegatheringstatechange", check);
+    setTimeout(done, GATHER_TIMEOUT_MS);
+  });
+}
+
+function closePeer() {
+  if (pc) { try { pc.close(); } catch (_) { /* already closed */ } }
+  pc = null;
+  lastStats = null;
+}
+
+function scheduleRetry(reason) {
+  closePeer();
+  if (!wanted || retryTimer) return;
+  setStatus(`${reason}; retrying in ${(retryMs / 1000).toFixed(1)} s`, "warn");
+  retryTimer = setTimeout(() => { retryTimer = null; connect(); }, retryMs);
+  retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+}
+
+async function connect() {
+  closePeer();
+  const mySession = ++sessionId;
+  setStatus("connecting…");
+  try {
+    if (!select.value) await loadDetectors();
+    const conn = new RTCPeerConnection();
+    pc = conn;
+    conn.addTransceiver("video", { direction: "recvonly" });
+    conn.ontrack = (ev) => {
+      video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      video.play().catch(() => {});
+    };
+    conn.onconnectionstatechange = () => {
+      if (mySession !== sessionId) return;
+      const s = conn.connectionState;
+      if (s === "connected") { retryMs = RETRY_MIN_MS; setStatus("connected", "ok"); }
+      else if (s === "failed" || s === "closed") scheduleRetry(`connection ${s}`);
+      else if (s === "disconnected") setStatus("disconnected…", "warn");
+    };
+    await conn.setLocalDescription(await conn.createOffer());
+    await waitForGathering(conn);
+    const answer = await api("/LiveViewController/webrtc_offer", {
+      sdp: conn.localDescription.sdp, type: "offer", detectorName: select.value,
+    });
+    if (mySession !== sessionId) return;
+    await conn.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  } catch (e) {
+    if (mySession === sessionId) scheduleRetry(`error: ${e.message}`);
+  }
+}
+
+async function start() {
+  wanted = true;
+  retryMs = RETRY_MIN_MS;
+  clearTimeout(retryTimer); retryTimer = null;
+  try {
+    await api("/LiveViewController/startLiveView", { detectorName: select.value, protocol: "webrtc" });
+  } catch (e) { /* webrtc_offer starts it too and reports the error */ }
+  connect();
+}
+
+async function stop() {
+  wanted = false;
+  clearTimeout(retryTimer); retryTimer = null;
+  sessionId++;
+  closePeer();
+  video.srcObject = null;
+  try {
+    await api(`/LiveViewController/stopLiveView?detectorName=${encodeURIComponent(select.value)}`);
+    setStatus("stopped");
+  } catch (e) { setStatus(`stop failed: ${e.message}`, "bad"); }
+}
+
+async function updateOverlay() {
+  if (!pc) { overlay.textContent = wanted ? "connecting…" : "stopped — press Start"; return; }
+  let inbound = null;
+  try {
+    const report = await pc.getStats();
+    report.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") inbound = s; });
+  } catch (_) { return; }
+  const now = performance.now();
+  let fps = 0, kbps = 0;
+  if (inbound && lastStats) {
+    const dt = (now - lastStats.t) / 1000;
+    fps = (inbound.framesDecoded - lastStats.framesDecoded) / dt;
+    kbps = (8 * (inbound.bytesReceived - lastStats.bytesReceived)) / dt / 1000;
+  }
+  if (inbound) lastStats = { t: now, framesDecoded: inbound.framesDecoded, bytesReceived: inbound.bytesReceived };
+  const w = video.videoWidth, h = video.videoHeight;
+  overlay.textContent = [
+    `detector   ${select.value}`,
+    `state      ${pc.connectionState} (ICE ${pc.iceConnectionState})`,
+    `resolution ${w && h ? `${w}x${h}` : "—"}`,
+    `fps        ${fps.toFixed(1)}`,
+    `bitrate    ${(kbps / 1000).toFixed(2)} Mb/s`,
+    `decoded    ${inbound ? inbound.framesDecoded : 0}`,
+    `dropped    ${inbound ? (inbound.framesDropped || 0) : 0}`,
+    `lost pkts  ${inbound ? (inbound.packetsLost || 0) : 0}`,
+  ].join("\n");
+  // A connection stuck without frames for long is treated as failed.
+}
+
+$("start").onclick = start;
+$("stop").onclick = stop;
+select.onchange = () => { if (wanted) connect(); };
+setInterval(updateOverlay, 1000);
+
+// Expose a tiny hook for automated tests.
+window.lumacast = { start, stop, get pc() { return pc; } };
+
+(async () => {
+  for (;;) {
+    try { await loadDetectors(); break; }
+    catch (e) { setStatus(`server unreachable: ${e.message}`, "bad"); await new Promise((r) => setTimeout(r, 1000)); }
+  }
+  const params = new URLSearchParams(location.search);
+  if (params.get("autostart") !== "0") start();
+})();
