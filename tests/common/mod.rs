@@ -180,7 +180,7 @@ impl Viewer {
                     let first_packet_us = now_us() - f.first_packet_at.elapsed().as_micros() as u64;
                     let decoded = self.decoder.decode(&f.access_unit);
                     if std::env::var_os("LUMACAST_TEST_TRACE").is_some() {
-                        eprintln!("frame ts={} packets={} gap={} bytes={} -> {:?}", f.rtp_timestamp, f.packets, f.gap_before, f.access_unit.len(), decoded.as_ref().map(|d| d.is_some()));
+                        eprintln!("frame ts={} packets={} lost={} bytes={} -> {:?}", f.rtp_timestamp, f.packets, f.lost_before, f.access_unit.len(), decoded.as_ref().map(|d| d.is_some()));
                     }
                     if let Ok(Some(pic)) = decoded {
                         out.push(Seen {

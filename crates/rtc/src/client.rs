@@ -5,7 +5,8 @@
 use crate::RtcError;
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::Registry;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -29,8 +30,11 @@ pub struct ReceivedFrame {
     /// Arrival of the frame's first and last (marker) RTP packet.
     pub first_packet_at: Instant,
     pub last_packet_at: Instant,
-    /// RTP sequence numbers were missing inside or before this frame.
-    pub gap_before: bool,
+    /// Frames discarded since the previous one handed out, because packets were lost
+    /// (the client then waits for the next IDR and asks for one with a PLI).
+    pub lost_before: u32,
+    /// The access unit holds an IDR slice.
+    pub keyframe: bool,
     pub packets: usize,
 }
 
@@ -68,20 +72,28 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let events = self.events.clone();
         tokio::spawn(async move {
+            let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
             let mut depacketizer = H264Packet::default();
             let mut au = BytesMut::new();
             let mut first_at: Option<Instant> = None;
             let mut packets = 0usize;
             let mut last_seq: Option<u16> = None;
-            let mut gap = false;
+            let mut broken = false; // this frame lost packets
+            let mut need_idr = false; // decoding state lost: wait for an IDR
+            let mut lost = 0u32;
+            let mut last_pli: Option<Instant> = None;
             while let Some(evt) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
                     continue;
                 };
                 let now = Instant::now();
                 if let Some(prev) = last_seq {
-                    if pkt.header.sequence_number != prev.wrapping_add(1) {
-                        gap = true;
+                    let delta = pkt.header.sequence_number.wrapping_sub(prev);
+                    if delta == 0 || delta > 0x8000 {
+                        continue; // duplicate or late packet
+                    }
+                    if delta != 1 {
+                        broken = true;
                     }
                 }
                 last_seq = Some(pkt.header.sequence_number);
@@ -89,24 +101,53 @@ impl PeerConnectionEventHandler for Handler {
                 packets += 1;
                 match depacketizer.depacketize(&pkt.payload) {
                     Ok(b) => au.extend_from_slice(&b),
-                    Err(_) => gap = true,
+                    Err(_) => broken = true,
                 }
-                if pkt.header.marker {
-                    let frame = ReceivedFrame {
-                        access_unit: au.split().freeze(),
-                        rtp_timestamp: pkt.header.timestamp,
-                        first_packet_at: first_at.take().unwrap_or(now),
-                        last_packet_at: now,
-                        gap_before: std::mem::take(&mut gap),
-                        packets: std::mem::take(&mut packets),
-                    };
-                    // Bounded: a consumer that stops reading loses frames, never memory.
-                    let _ = events.try_send(ClientEvent::Frame(frame));
+                if !pkt.header.marker {
+                    continue;
                 }
+                let access_unit = au.split().freeze();
+                let keyframe = has_idr(&access_unit);
+                let first_packet_at = first_at.take().unwrap_or(now);
+                let n = std::mem::take(&mut packets);
+                if std::mem::take(&mut broken) {
+                    need_idr = true;
+                }
+                if need_idr && !keyframe {
+                    lost += 1;
+                    if last_pli.is_none_or(|t| t.elapsed() > Duration::from_millis(300)) {
+                        last_pli = Some(now);
+                        let _ = track
+                            .write_rtcp(vec![Box::new(PictureLossIndication {
+                                sender_ssrc: 0,
+                                media_ssrc,
+                            })])
+                            .await;
+                    }
+                    continue;
+                }
+                need_idr = false;
+                let frame = ReceivedFrame {
+                    access_unit,
+                    rtp_timestamp: pkt.header.timestamp,
+                    first_packet_at,
+                    last_packet_at: now,
+                    lost_before: std::mem::take(&mut lost),
+                    keyframe,
+                    packets: n,
+                };
+                // Bounded: a consumer that stops reading loses frames, never memory.
+                let _ = events.try_send(ClientEvent::Frame(frame));
             }
             let _ = events.try_send(ClientEvent::Closed);
         });
     }
+}
+
+/// True when an Annex-B access unit contains an IDR slice (NAL type 5).
+fn has_idr(au: &[u8]) -> bool {
+    au.windows(4)
+        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && (w[3] & 0x1f) == 5)
 }
 
 /// A receive-only viewer.
@@ -141,8 +182,9 @@ impl ViewerClient {
                 )
                 .map_err(|e| RtcError::webrtc("register_codec", e))?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(|e| RtcError::webrtc("interceptors", e))?;
+        // Reports only, no NACK: a lost packet makes the client wait for the next IDR and
+        // ask for it (PLI), which is what a live viewer needs and keeps reassembly simple.
+        let registry = configure_rtcp_reports(Registry::new());
         let (gathering_tx, mut gathering_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(256);
         let pc = PeerConnectionBuilder::new()
@@ -152,6 +194,7 @@ impl ViewerClient {
                 gathering_tx,
                 events: events_tx,
             }))
+            .with_runtime(crate::runtime::media_runtime())
             .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
             .build()
             .await

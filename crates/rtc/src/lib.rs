@@ -21,12 +21,14 @@ mod error;
 mod interceptor;
 pub mod offer;
 mod packetize;
+mod runtime;
 mod viewer;
 
 pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use error::RtcError;
 pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
+pub use runtime::UDP_BUFFER_BYTES;
 pub use viewer::{
     answer_offer, FrameBus, KeyframeRequest, RtcConfig, ViewerRegistry, ViewerSession,
     ViewerSnapshot,

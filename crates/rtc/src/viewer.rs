@@ -391,6 +391,7 @@ async fn setup_peer(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(handler)
+        .with_runtime(crate::runtime::media_runtime())
         .with_udp_addrs(cfg.udp_addrs.clone())
         .build()
         .await

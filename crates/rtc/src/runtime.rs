@@ -1,0 +1,99 @@
+//! The tokio runtime for webrtc-rs, with UDP socket buffers sized for video.
+//!
+//! A 720p keyframe is 100-200 KB, i.e. 100+ RTP packets that leave in one burst. The
+//! Linux default receive buffer (212 KB of *truesize*, about 90 loopback packets) then
+//! overflows whenever the reading task is not scheduled for a few milliseconds, and the
+//! viewer loses part of every keyframe. Bigger buffers absorb the burst without adding
+//! any latency (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
+    TokioRuntime,
+};
+
+/// Requested socket buffer size (bytes) for every WebRTC UDP socket.
+pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct MediaRuntime {
+    inner: TokioRuntime,
+}
+
+pub(crate) fn media_runtime() -> Arc<dyn Runtime> {
+    Arc::new(MediaRuntime {
+        inner: TokioRuntime,
+    })
+}
+
+impl Runtime for MediaRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.inner.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        self.inner.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let sock = socket2::SockRef::from(&socket);
+        // Best effort: a smaller buffer than asked is still a working socket.
+        let _ = sock.set_recv_buffer_size(UDP_BUFFER_BYTES);
+        let _ = sock.set_send_buffer_size(UDP_BUFFER_BYTES);
+        self.inner.wrap_udp_socket(socket)
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.inner.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio (lumacast media buffers)"
+    }
+}
