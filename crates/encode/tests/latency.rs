@@ -50,7 +50,10 @@ fn report(label: &str, cfg: EncoderConfig, frames: u64, noise: u8) {
 fn encode_latency_report() {
     let frames = env_or("LUMACAST_LATENCY_FRAMES", 300);
     let noise = env_or("LUMACAST_LATENCY_NOISE", 4).min(64) as u8;
-    println!("openh264: {}; {frames} frames per case, noise {noise}", build_info().note);
+    println!(
+        "openh264: {}; {frames} frames per case, noise {noise}",
+        build_info().note
+    );
     for (w, h) in [(640, 480), (1280, 720), (1920, 1080), (2048, 2048)] {
         let cfg = EncoderConfig::new(w, h);
         report(
@@ -65,6 +68,11 @@ fn encode_latency_report() {
             slices: alt.1,
             ..cfg
         };
-        report(&format!("{w}x{h} {}t{}s", alt.0, alt.1), alt_cfg, frames, noise);
+        report(
+            &format!("{w}x{h} {}t{}s", alt.0, alt.1),
+            alt_cfg,
+            frames,
+            noise,
+        );
     }
 }

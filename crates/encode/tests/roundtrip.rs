@@ -288,3 +288,45 @@ fn bitrate_is_roughly_respected_and_adjustable() {
     assert!(enc.set_bitrate(0).is_err());
     assert_eq!(enc.config().bitrate_bps, target);
 }
+
+#[test]
+fn edge_sizes_roundtrip() {
+    for (w, h) in [(16u32, 16u32), (18, 34), (3840, 2160), (2160, 3840)] {
+        let cfg = EncoderConfig::new(w, h);
+        let mut enc = Encoder::new(cfg).unwrap_or_else(|e| panic!("{w}x{h}: {e}"));
+        let mut dec = Decoder::new().unwrap();
+        let mut scene = Scene::new(w, h, 0);
+        for i in 0..3 {
+            let frame = scene.frame(i);
+            let out = enc.encode(&frame, ts(i)).unwrap();
+            let pic = dec.decode(&out.data).unwrap().expect("picture");
+            assert_eq!((pic.width, pic.height), (w, h));
+            let d = mean_abs_diff(&pic.y, &frame.y);
+            assert!(d < 8.0, "{w}x{h} frame {i}: {d}");
+        }
+    }
+}
+
+#[test]
+fn odd_slice_and_thread_settings_never_panic() {
+    for (w, h, threads, slices) in [
+        (64u32, 64u32, 4u16, 32u16),
+        (16, 16, 2, 2),
+        (320, 240, 4, 7),
+    ] {
+        let cfg = EncoderConfig {
+            threads,
+            slices,
+            ..EncoderConfig::new(w, h)
+        };
+        match Encoder::new(cfg) {
+            Ok(mut enc) => {
+                let out = enc.encode(&Scene::new(w, h, 0).frame(0), 0).unwrap();
+                assert!(out.keyframe);
+                let pic = Decoder::new().unwrap().decode(&out.data).unwrap();
+                assert!(pic.is_some());
+            }
+            Err(e) => println!("{w}x{h} {threads}t{slices}s rejected: {e}"),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+// Opens the live-view page in Debian's Chromium and checks that the <video> plays:
+// videoWidth as expected and frames decoded rising. Usage:
+//   node tests/browser/live_view.mjs http://127.0.0.1:PORT/ [expectedWidth] [screenshot.png]
+import { chromium } from "playwright-core";
+
+const url = process.argv[2];
+const expectedWidth = Number(process.argv[3] || 1280);
+const screenshot = process.argv[4] || "";
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+
+function fail(msg) {
+  console.error(`FAIL: ${msg}`);
+  process.exit(1);
+}
+
+// playwright gives every launch a fresh temporary profile.
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+}).catch((e) => fail(`cannot launch ${executablePath}: ${e.message}`));
+
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("console", (m) => console.log(`[page] ${m.text()}`));
+  const t0 = Date.now();
+  await page.goto(url);
+  // The page starts the stream by itself; wait until the video has a size and plays.
+  await page.waitForFunction(() => {
+    const v = document.getElementById("video");
+    return v.videoWidth > 0 && v.currentTime > 0;
+  }, null, { timeout: 20000 }).catch(() => fail("the video did not start within 20 s"));
+  const firstFrameMs = Date.now() - t0;
+  const stats = async () => page.evaluate(async () => {
+    const pc = window.lumacast.pc;
+    let inbound = null;
+    (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") inbound = s; });
+    const v = document.getElementById("video");
+    return {
+      width: v.videoWidth, height: v.videoHeight,
+      decoded: inbound ? inbound.framesDecoded : 0,
+      codec: inbound ? inbound.codecId : "",
+      state: pc.connectionState,
+    };
+  });
+  const a = await stats();
+  await page.waitForTimeout(2000);
+  const b = await stats();
+  const fps = (b.decoded - a.decoded) / 2;
+  console.log(JSON.stringify({ firstFrameMs, ...b, fps }));
+  if (screenshot) await page.screenshot({ path: screenshot });
+  if (b.width !== expectedWidth) fail(`videoWidth ${b.width}, expected ${expectedWidth}`);
+  if (!(b.decoded > a.decoded)) fail(`frames decoded did not rise (${a.decoded} -> ${b.decoded})`);
+  if (fps < 10) fail(`only ${fps} fps decoded`);
+  if (b.state !== "connected") fail(`connection state ${b.state}`);
+  console.log("PASS");
+} finally {
+  await browser.close();
+}
