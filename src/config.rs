@@ -43,7 +43,11 @@ pub struct Config {
     pub ice_addrs: Vec<String>,
 
     /// STUN/TURN server URLs (none by default: nothing outside is contacted).
-    #[arg(long = "ice-server", env = "LUMACAST_ICE_SERVERS", value_delimiter = ',')]
+    #[arg(
+        long = "ice-server",
+        env = "LUMACAST_ICE_SERVERS",
+        value_delimiter = ','
+    )]
     pub ice_servers: Vec<String>,
 
     /// Most viewers per detector.

@@ -274,7 +274,12 @@ fn open_source(spec: &DetectorSpec) -> Result<Box<dyn FrameSource>, CaptureError
             width,
             height,
             fps,
-        } => Box::new(CameraSource::open(index, width, height, fps.round() as u32)?),
+        } => Box::new(CameraSource::open(
+            index,
+            width,
+            height,
+            fps.round() as u32,
+        )?),
     })
 }
 

@@ -1,7 +1,6 @@
 //! The encoder thread of one detector: take the newest frame, convert, encode once,
 //! packetize once, publish to every viewer.
 
-use bytes::Bytes;
 use lumacast_capture::{FrameReceiver, RecvError};
 use lumacast_encode::{Encoder, EncoderConfig};
 use lumacast_frame::{Converter, I420Frame};
@@ -53,7 +52,7 @@ pub struct Percentiles {
     pub samples: usize,
 }
 
-pub(crate) fn percentiles(mut v: Vec<u32>) -> Percentiles {
+pub fn percentiles(mut v: Vec<u32>) -> Percentiles {
     if v.is_empty() {
         return Percentiles::default();
     }
@@ -245,10 +244,12 @@ impl EncoderThread {
                         .keyframes_requested
                         .fetch_add(1, Ordering::Relaxed);
                 } else {
-                    self.stats.keyframes_periodic.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .keyframes_periodic
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let data = Bytes::from(encoded.data);
+            let data = encoded.data;
             self.stats
                 .bytes_out
                 .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -22,19 +22,46 @@ async fn bad_requests_get_their_error_and_a_good_client_still_connects() {
         ("{not json".into(), 400, "not valid JSON"),
         ("[1,2]".into(), 400, "JSON object"),
         (r#"{"type":"offer"}"#.into(), 400, "missing \"sdp\""),
-        (r#"{"sdp":"garbage","type":"offer"}"#.into(), 400, "not valid SDP"),
-        (r#"{"sdp":42,"type":"offer"}"#.into(), 400, "must be a string"),
-        (serde_json::json!({"sdp": offer, "type": "answer"}).to_string(), 400, "must be \"offer\""),
-        (serde_json::json!({"sdp": audio_only, "type": "offer"}).to_string(), 422, "no video"),
-        (serde_json::json!({"sdp": vp8_only, "sdp_type": "offer"}).to_string(), 422, "H.264"),
-        (serde_json::json!({"sdp": offer, "type": "offer", "detectorName": "nope"}).to_string(), 404, "unknown detector"),
+        (
+            r#"{"sdp":"garbage","type":"offer"}"#.into(),
+            400,
+            "not valid SDP",
+        ),
+        (
+            r#"{"sdp":42,"type":"offer"}"#.into(),
+            400,
+            "must be a string",
+        ),
+        (
+            serde_json::json!({"sdp": offer, "type": "answer"}).to_string(),
+            400,
+            "must be \"offer\"",
+        ),
+        (
+            serde_json::json!({"sdp": audio_only, "type": "offer"}).to_string(),
+            422,
+            "no video",
+        ),
+        (
+            serde_json::json!({"sdp": vp8_only, "sdp_type": "offer"}).to_string(),
+            422,
+            "H.264",
+        ),
+        (
+            serde_json::json!({"sdp": offer, "type": "offer", "detectorName": "nope"}).to_string(),
+            404,
+            "unknown detector",
+        ),
     ];
     for (body, status, needle) in cases {
         let (st, json) = server.post(path, &body).await;
         assert_eq!(st, status, "{body:.80} → {json}");
         assert_eq!(json["status"], "error", "{json}");
         let msg = json["message"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "message {msg:?} should mention {needle:?}"
+        );
     }
     // invalid UTF-8 and oversized bodies
     let (st, _) = http_raw(server.addr, "POST", path, Some(&[0xff, 0xfe, 0x00])).await;
@@ -42,9 +69,19 @@ async fn bad_requests_get_their_error_and_a_good_client_still_connects() {
     let huge = vec![b' '; 1024 * 1024];
     let (st, _) = http_raw(server.addr, "POST", path, Some(&huge)).await;
     assert_eq!(st, 413);
-    let (st, json) = server.post("/LiveViewController/startLiveView", r#"{"detectorName":"nope"}"#).await;
+    let (st, json) = server
+        .post(
+            "/LiveViewController/startLiveView",
+            r#"{"detectorName":"nope"}"#,
+        )
+        .await;
     assert_eq!((st, json["status"].as_str()), (404, Some("error")));
-    let (st, _) = server.post("/LiveViewController/startLiveView", r#"{"protocol":"jpeg"}"#).await;
+    let (st, _) = server
+        .post(
+            "/LiveViewController/startLiveView",
+            r#"{"protocol":"jpeg"}"#,
+        )
+        .await;
     assert_eq!(st, 400);
 
     // none of that started the detector
@@ -61,10 +98,27 @@ async fn bad_requests_get_their_error_and_a_good_client_still_connects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_is_idempotent_and_stop_reports_not_running() {
-    let server = TestServer::start(&["a=synthetic,width=640,height=480", "b=synthetic,width=320,height=240,bits=8"]).await;
-    let (st, j) = server.post("/LiveViewController/startLiveView?detectorName=b&protocol=webrtc", "").await;
-    assert_eq!((st, j["status"].as_str(), j["detector"].as_str()), (200, Some("success"), Some("b")));
-    let (_, j) = server.post("/LiveViewController/startLiveView", r#"{"detectorName":"b"}"#).await;
+    let server = TestServer::start(&[
+        "a=synthetic,width=640,height=480",
+        "b=synthetic,width=320,height=240,bits=8",
+    ])
+    .await;
+    let (st, j) = server
+        .post(
+            "/LiveViewController/startLiveView?detectorName=b&protocol=webrtc",
+            "",
+        )
+        .await;
+    assert_eq!(
+        (st, j["status"].as_str(), j["detector"].as_str()),
+        (200, Some("success"), Some("b"))
+    );
+    let (_, j) = server
+        .post(
+            "/LiveViewController/startLiveView",
+            r#"{"detectorName":"b"}"#,
+        )
+        .await;
     assert_eq!(j["status"], "already_running");
     let (_, det) = server.get("/api/detectors").await;
     assert_eq!(det["detectors"][0]["running"], false);
@@ -73,8 +127,16 @@ async fn start_is_idempotent_and_stop_reports_not_running() {
     let (_, j) = server.get("/LiveViewController/getActiveStreams").await;
     assert_eq!(j["active_streams"][0]["detector"], "b");
     let (_, j) = server.get("/LiveViewController/stopLiveView").await;
-    assert_eq!((j["status"].as_str(), j["detector"].as_str()), (Some("success"), Some("b")));
-    let (_, j) = server.post("/LiveViewController/stopLiveView", r#"{"detectorName":"a"}"#).await;
+    assert_eq!(
+        (j["status"].as_str(), j["detector"].as_str()),
+        (Some("success"), Some("b"))
+    );
+    let (_, j) = server
+        .post(
+            "/LiveViewController/stopLiveView",
+            r#"{"detectorName":"a"}"#,
+        )
+        .await;
     assert_eq!(j["status"], "not_running");
     let (_, h) = server.get("/health").await;
     assert_eq!(h["status"], "ok");
@@ -87,11 +149,24 @@ async fn start_is_idempotent_and_stop_reports_not_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_without_the_feature_is_a_503_naming_the_feature() {
     let server = TestServer::start(&["synthetic=synthetic", "cam=camera,index=0"]).await;
-    let (st, j) = server.post("/LiveViewController/startLiveView", r#"{"detectorName":"cam"}"#).await;
+    let (st, j) = server
+        .post(
+            "/LiveViewController/startLiveView",
+            r#"{"detectorName":"cam"}"#,
+        )
+        .await;
     assert_eq!(st, 503, "{j}");
-    assert!(j["message"].as_str().unwrap().contains("--features camera"), "{j}");
+    assert!(
+        j["message"].as_str().unwrap().contains("--features camera"),
+        "{j}"
+    );
     // the server keeps serving
-    let (st, _) = server.post("/LiveViewController/startLiveView", r#"{"detectorName":"synthetic"}"#).await;
+    let (st, _) = server
+        .post(
+            "/LiveViewController/startLiveView",
+            r#"{"detectorName":"synthetic"}"#,
+        )
+        .await;
     assert_eq!(st, 200);
     server.stop().await;
 }

@@ -15,7 +15,10 @@ async fn chromium_plays_the_live_view_page() {
     let root = env!("CARGO_MANIFEST_DIR");
     let script = format!("{root}/tests/browser/live_view.mjs");
     assert!(
-        std::path::Path::new(&format!("{root}/tests/browser/node_modules/playwright-core")).exists(),
+        std::path::Path::new(&format!(
+            "{root}/tests/browser/node_modules/playwright-core"
+        ))
+        .exists(),
         "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
     );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -37,7 +40,10 @@ async fn chromium_plays_the_live_view_page() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "browser check failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "browser check failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("PASS"));
     server.stop().await;
 }

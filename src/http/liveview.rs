@@ -32,8 +32,7 @@ pub async fn start_live_view(
     let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
     let s = state.clone();
     let n = name.clone();
-    let (_running, started) =
-        tokio::task::spawn_blocking(move || s.detectors.start(&n)).await??;
+    let (_running, started) = tokio::task::spawn_blocking(move || s.detectors.start(&n)).await??;
     Ok(Json(json!({
         "status": if started { "success" } else { "already_running" },
         "detector": name,

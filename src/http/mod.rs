@@ -25,6 +25,11 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", get(page::script))
         .route("/health", get(detectors::health))
         .route("/api/detectors", get(detectors::list))
+        .route("/api/stats", get(detectors::stats))
+        .route(
+            "/LiveViewController/getStreamDiagnostics",
+            get(detectors::stats),
+        )
         .route(
             "/LiveViewController/startLiveView",
             post(liveview::start_live_view).get(liveview::start_live_view),
@@ -48,7 +53,10 @@ pub fn router(state: AppState) -> Router {
 
 /// Request parameters from the query string merged with a JSON object body (the body
 /// wins), as ImSwitch clients send either.
-pub(crate) fn params(query: HashMap<String, String>, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn params(
+    query: HashMap<String, String>,
+    body: &Bytes,
+) -> Result<Map<String, Value>, ApiError> {
     let mut out: Map<String, Value> = query
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))

@@ -68,7 +68,12 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-pub async fn http_raw(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or(b"");
     let head = format!(
@@ -89,7 +94,10 @@ pub async fn http_raw(addr: SocketAddr, method: &str, path: &str, body: Option<&
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -180,11 +188,23 @@ impl Viewer {
                     let first_packet_us = now_us() - f.first_packet_at.elapsed().as_micros() as u64;
                     let decoded = self.decoder.decode(&f.access_unit);
                     if std::env::var_os("LUMACAST_TEST_TRACE").is_some() {
-                        eprintln!("frame ts={} packets={} lost={} bytes={} -> {:?}", f.rtp_timestamp, f.packets, f.lost_before, f.access_unit.len(), decoded.as_ref().map(|d| d.is_some()));
+                        eprintln!(
+                            "frame ts={} packets={} lost={} bytes={} -> {:?}",
+                            f.rtp_timestamp,
+                            f.packets,
+                            f.lost_before,
+                            f.access_unit.len(),
+                            decoded.as_ref().map(|d| d.is_some())
+                        );
                     }
                     if let Ok(Some(pic)) = decoded {
                         out.push(Seen {
-                            stripe: stripe::read_luma(&pic.y, pic.width as usize, pic.width, pic.height),
+                            stripe: stripe::read_luma(
+                                &pic.y,
+                                pic.width as usize,
+                                pic.width,
+                                pic.height,
+                            ),
                             width: pic.width,
                             height: pic.height,
                             decoded_at: Instant::now(),

@@ -6,8 +6,8 @@ use crate::RtcError;
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -176,7 +176,6 @@ impl ViewerClient {
                             rtcp_feedback: vec![],
                         },
                         payload_type: 102 + i as u8,
-                        ..Default::default()
                     },
                     RtpCodecKind::Video,
                 )

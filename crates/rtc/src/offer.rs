@@ -116,10 +116,7 @@ pub fn analyze_offer(sdp: &str) -> Result<H264Choice, RtcError> {
     match candidates.into_iter().next() {
         Some((_, choice)) => Ok(choice),
         None => {
-            let offered: Vec<String> = rtpmap
-                .iter()
-                .map(|(pt, c)| format!("{pt} {c}"))
-                .collect();
+            let offered: Vec<String> = rtpmap.iter().map(|(pt, c)| format!("{pt} {c}")).collect();
             Err(RtcError::NoH264(if offered.is_empty() {
                 "nothing".into()
             } else {
@@ -134,9 +131,7 @@ mod tests {
     use super::*;
 
     fn offer(video: &str) -> String {
-        format!(
-            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n{video}"
-        )
+        format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n{video}")
     }
 
     const CHROME_VIDEO: &str = "m=video 9 UDP/TLS/RTP/SAVPF 96 102 103 127\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\na=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\na=rtpmap:127 H264/90000\r\na=fmtp:127 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
@@ -152,17 +147,20 @@ mod tests {
     fn takes_42001f_when_that_is_all() {
         let v = "m=video 9 UDP/TLS/RTP/SAVPF 103\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=42001F\r\n";
         let c = analyze_offer(&offer(v)).unwrap();
-        assert_eq!((c.payload_type, c.profile_level_id.as_str()), (103, "42001f"));
+        assert_eq!(
+            (c.payload_type, c.profile_level_id.as_str()),
+            (103, "42001f")
+        );
     }
 
     #[test]
     fn rejects_garbage_and_audio_only_and_vp8_only() {
-        assert!(matches!(
-            analyze_offer("hello"),
-            Err(RtcError::BadSdp(_))
-        ));
+        assert!(matches!(analyze_offer("hello"), Err(RtcError::BadSdp(_))));
         let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert!(matches!(analyze_offer(&offer(audio)), Err(RtcError::NoVideo)));
+        assert!(matches!(
+            analyze_offer(&offer(audio)),
+            Err(RtcError::NoVideo)
+        ));
         let vp8 = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n";
         match analyze_offer(&offer(vp8)) {
             Err(RtcError::NoH264(s)) => assert!(s.contains("VP8")),

@@ -61,7 +61,9 @@ mod tests {
 
     #[test]
     fn big_nal_is_fragmented_and_sps_pps_aggregated() {
-        let mut au = vec![0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 0, 1, 0x68, 4, 5, 0, 0, 0, 1, 0x65];
+        let mut au = vec![
+            0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 0, 1, 0x68, 4, 5, 0, 0, 0, 1, 0x65,
+        ];
         au.extend(std::iter::repeat_n(0x11u8, 5000));
         let payloads = Packetizer::new().packetize(Bytes::from(au));
         assert!(payloads.len() >= 5);

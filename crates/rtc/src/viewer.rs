@@ -166,16 +166,20 @@ impl ViewerRegistry {
         let mut out: Vec<ViewerSnapshot> = self
             .lock()
             .values()
-            .map(|v| ViewerSnapshot {
-                id: v.id,
-                state: *v.state.lock().unwrap_or_else(|e| e.into_inner()),
-                age: v.created.elapsed(),
-                packets_sent: v.packets_sent.load(Ordering::Relaxed),
-                bytes_sent: v.bytes_sent.load(Ordering::Relaxed),
-                frames_sent: v.frames_sent.load(Ordering::Relaxed),
-                frames_dropped: v.frames_dropped.load(Ordering::Relaxed),
-                first_packet_us: lock_latency(&v.latency_us).iter().map(|l| l.0).collect(),
-                last_packet_us: lock_latency(&v.latency_us).iter().map(|l| l.1).collect(),
+            .map(|v| {
+                let (first_packet_us, last_packet_us) =
+                    lock_latency(&v.latency_us).iter().copied().unzip();
+                ViewerSnapshot {
+                    id: v.id,
+                    state: *v.state.lock().unwrap_or_else(|e| e.into_inner()),
+                    age: v.created.elapsed(),
+                    packets_sent: v.packets_sent.load(Ordering::Relaxed),
+                    bytes_sent: v.bytes_sent.load(Ordering::Relaxed),
+                    frames_sent: v.frames_sent.load(Ordering::Relaxed),
+                    frames_dropped: v.frames_dropped.load(Ordering::Relaxed),
+                    first_packet_us,
+                    last_packet_us,
+                }
             })
             .collect();
         out.sort_by_key(|v| v.id);
@@ -232,7 +236,9 @@ impl ViewerRegistry {
     }
 }
 
-fn lock_latency(m: &Mutex<VecDeque<(u32, u32)>>) -> std::sync::MutexGuard<'_, VecDeque<(u32, u32)>> {
+fn lock_latency(
+    m: &Mutex<VecDeque<(u32, u32)>>,
+) -> std::sync::MutexGuard<'_, VecDeque<(u32, u32)>> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -359,7 +365,6 @@ async fn setup_peer(
             RTCRtpCodecParameters {
                 rtp_codec: codec.clone(),
                 payload_type: choice.payload_type,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )
@@ -403,7 +408,7 @@ async fn setup_peer(
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             "lumacast".to_string(),
             format!("{detector}-video-{id}"),
-            format!("{detector}"),
+            detector.to_string(),
             RtpCodecKind::Video,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
@@ -434,9 +439,10 @@ async fn setup_peer(
 
         // Non-trickle: answer once our candidates are in the SDP. Host-only gathering
         // takes well under a millisecond; STUN/TURN may take longer, hence the bound.
-        let gathered = tokio::time::timeout(cfg.gather_timeout, gathering_rx.wait_for(|done| *done))
-            .await
-            .is_ok();
+        let gathered =
+            tokio::time::timeout(cfg.gather_timeout, gathering_rx.wait_for(|done| *done))
+                .await
+                .is_ok();
         if !gathered {
             warn!(
                 timeout_ms = cfg.gather_timeout.as_millis() as u64,
@@ -457,7 +463,10 @@ async fn setup_peer(
             .first()
             .map(|c| c.payload_type)
             .ok_or_else(|| RtcError::Unanswerable("no codec was negotiated for video".into()))?;
-        debug!(candidates = answer_sdp.matches("a=candidate").count(), "answer ready");
+        debug!(
+            candidates = answer_sdp.matches("a=candidate").count(),
+            "answer ready"
+        );
         Ok((track, answer_sdp, payload_type, ssrc))
     }
     .await;
@@ -497,7 +506,6 @@ struct ViewerTask {
 }
 
 impl ViewerTask {
-
     async fn run(mut self) {
         let reason = self.stream().await;
         set_state(&self.shared, "closed");
