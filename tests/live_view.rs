@@ -75,7 +75,10 @@ async fn two_viewers_watch_and_a_late_joiner_gets_a_keyframe_at_once() {
         let last = s.last().unwrap().stripe.unwrap();
         let secs = (last.t_us - first.t_us) as f64 / 1e6;
         let fps = (s.len() - 1) as f64 / secs;
-        assert!(fps > 20.0, "each viewer keeps up with the 30 fps detector, got {fps:.1}");
+        assert!(
+            fps > 20.0,
+            "each viewer keeps up with the 30 fps detector, got {fps:.1}"
+        );
     }
 
     // mid-stream joiner
@@ -134,7 +137,10 @@ async fn stats_report_per_stage_and_per_viewer_numbers_while_streaming() {
 async fn a_viewer_that_goes_away_is_removed() {
     let server = TestServer::start(&[]).await;
     let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
-    assert!(!viewer.decode_frames(3, Duration::from_secs(10)).await.is_empty());
+    assert!(!viewer
+        .decode_frames(3, Duration::from_secs(10))
+        .await
+        .is_empty());
     viewer.client.close().await;
     let mut count = 1;
     for _ in 0..100 {
