@@ -52,6 +52,9 @@ async fn main() {
     let viewers: usize = arg("--viewers", "2").parse().unwrap();
     let seconds: f64 = arg("--seconds", "10").parse().unwrap();
     let fps: f64 = arg("--fps", "30").parse().unwrap();
+    // Decoding viewer 0's video (to read the stripe) costs a few ms of CPU per frame on
+    // the same 2 cores as the encoder: off by default, `--decode 1` to measure arrival.
+    let decode = arg("--decode", "0") == "1";
     println!(
         "lumacast frame_to_packet: {viewers} viewers, {seconds} s per size, Mono16 12-bit synthetic at {fps} fps, assembly={}",
         lumacast_encode::build_info().assembly
@@ -138,7 +141,9 @@ async fn main() {
                 Some(ClientEvent::Frame(f)) if f.first_packet_at >= t0 => {
                     n0 += 1;
                     let arrival_us = now_us() - f.first_packet_at.elapsed().as_micros() as u64;
-                    let _ = dtx.try_send((f.access_unit.to_vec(), arrival_us));
+                    if decode {
+                        let _ = dtx.try_send((f.access_unit.to_vec(), arrival_us));
+                    }
                 }
                 Some(_) => {}
                 None => break,

@@ -1,0 +1,58 @@
+//! Encoder settings sweep on the synthetic detector's real content.
+//! Run: cargo run --release --example encode_sweep -- [WIDTH HEIGHT]
+//!
+//! Prints mean/p50/p99 encode time per (threads, slices, complexity) so the defaults in
+//! `crates/encode/src/config.rs` can be checked on the machine at hand.
+
+use lumacast_capture::{FrameSource, SyntheticConfig, SyntheticSource};
+use lumacast_encode::{Complexity, Encoder, EncoderConfig};
+use lumacast_frame::{Converter, I420Frame};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (w, h) = (*args.first().unwrap_or(&1280), *args.get(1).unwrap_or(&720));
+    let mut src = SyntheticSource::new(SyntheticConfig {
+        width: w,
+        height: h,
+        fps: 240.0,
+        bit_depth: 12,
+    })?;
+    let mut conv = Converter::new(None);
+    let frames: Vec<I420Frame> = (0..150)
+        .map(|_| {
+            let f = src.next_frame().expect("frame");
+            let mut out = I420Frame::default();
+            conv.convert(&f, &mut out).expect("convert");
+            out
+        })
+        .collect();
+    println!("{w}x{h}, {} frames, assembly={}", frames.len(), lumacast_encode::build_info().assembly);
+    for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (3, 3), (4, 4)] {
+        for complexity in [Complexity::Low] {
+            let mut cfg = EncoderConfig::new(w, h);
+            cfg.threads = threads;
+            cfg.slices = slices;
+            cfg.complexity = complexity;
+            let mut enc = Encoder::new(cfg)?;
+            let mut times = Vec::new();
+            let mut bytes = 0usize;
+            for (i, f) in frames.iter().enumerate() {
+                let t = Instant::now();
+                let out = enc.encode(f, i as i64 * 33)?;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                bytes += out.data.len();
+            }
+            let times = &mut times[10..];
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let mean = times.iter().sum::<f64>() / times.len() as f64;
+            println!(
+                "{threads}t{slices}s {complexity:?}: mean {mean:.2} ms, p50 {:.2}, p99 {:.2}, {:.2} Mb/s",
+                times[times.len() / 2],
+                times[times.len() * 99 / 100],
+                bytes as f64 * 8.0 / (frames.len() as f64 / 30.0) / 1e6
+            );
+        }
+    }
+    Ok(())
+}
