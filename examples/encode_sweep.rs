@@ -10,7 +10,10 @@ use lumacast_frame::{Converter, I420Frame};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let (w, h) = (*args.first().unwrap_or(&1280), *args.get(1).unwrap_or(&720));
     let mut src = SyntheticSource::new(SyntheticConfig {
         width: w,
@@ -27,7 +30,11 @@ fn main() -> anyhow::Result<()> {
             out
         })
         .collect();
-    println!("{w}x{h}, {} frames, assembly={}", frames.len(), lumacast_encode::build_info().assembly);
+    println!(
+        "{w}x{h}, {} frames, assembly={}",
+        frames.len(),
+        lumacast_encode::build_info().assembly
+    );
     for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (3, 3), (4, 4)] {
         for complexity in [Complexity::Low] {
             let mut cfg = EncoderConfig::new(w, h);

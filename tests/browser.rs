@@ -1,6 +1,7 @@
 //! The live-view page in a real browser: Debian's Chromium, driven by playwright-core,
 //! opens the page served by the binary, which starts the stream by itself; the
-//! `<video>` must play at 1280 wide with decoded frames rising.
+//! `<video>` must play at 1280 wide with decoded frames rising. Then the server is
+//! restarted on the same port and the page must reconnect by itself.
 //!
 //! Needs `chromium` and `npm ci --prefix tests/browser` (the README's test command,
 //! `scripts/test.sh`, installs both).
@@ -8,10 +9,12 @@
 mod common;
 
 use common::TestServer;
-use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_plays_the_live_view_page() {
+async fn chromium_plays_the_page_and_reconnects_after_a_server_restart() {
     let root = env!("CARGO_MANIFEST_DIR");
     let script = format!("{root}/tests/browser/live_view.mjs");
     assert!(
@@ -27,23 +30,42 @@ async fn chromium_plays_the_live_view_page() {
         "{chromium} is missing: `apt-get install chromium` (scripts/test.sh does)"
     );
     let server = TestServer::start(&[]).await;
-    let url = format!("http://{}/", server.addr);
+    let addr = server.addr;
+    let url = format!("http://{addr}/");
     let shot = format!("{root}/target/browser-live-view.png");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args([&script, &url, "1280", &shot])
-            .output()
-            .expect("node runs")
+    let mut child = tokio::process::Command::new("node")
+        .args([&script, &url, "1280", &shot, "--restart"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut transcript = String::new();
+    let mut server = Some(server);
+    let result = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            println!("{line}");
+            transcript.push_str(&line);
+            transcript.push('\n');
+            if line == "RESTART_NOW" {
+                server.take().unwrap().stop().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                server = Some(TestServer::start_on(&addr.to_string(), &[]).await);
+                stdin.write_all(b"restarted\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+        }
     })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(
-        out.status.success(),
-        "browser check failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("PASS"));
-    server.stop().await;
+    .await;
+    assert!(result.is_ok(), "browser check timed out:\n{transcript}");
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "browser check failed:\n{transcript}");
+    assert!(transcript.contains("\"width\":1280"), "{transcript}");
+    assert!(transcript.contains("reconnectMs"), "{transcript}");
+    assert!(transcript.contains("PASS"));
+    if let Some(s) = server {
+        s.stop().await;
+    }
 }

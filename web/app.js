@@ -7,6 +7,7 @@ const video = $("video"), overlay = $("overlay"), statusEl = $("status"), select
 
 const GATHER_TIMEOUT_MS = 1500;   // send what was gathered after this
 const RETRY_MIN_MS = 500, RETRY_MAX_MS = 5000;
+const STALL_MS = 4000;            // no new decoded frame this long: reconnect
 
 let pc = null;
 let wanted = false;           // the user wants to watch
@@ -14,6 +15,7 @@ let retryMs = RETRY_MIN_MS;
 let retryTimer = null;
 let lastStats = null;
 let sessionId = 0;
+let lastProgress = 0;         // performance.now() when framesDecoded last rose
 
 function setStatus(text, cls) {
   statusEl.textContent = text;
@@ -73,6 +75,7 @@ function scheduleRetry(reason) {
 async function connect() {
   closePeer();
   const mySession = ++sessionId;
+  lastProgress = performance.now();
   setStatus("connecting…");
   try {
     if (!select.value) await loadDetectors();
@@ -138,7 +141,15 @@ async function updateOverlay() {
     fps = (inbound.framesDecoded - lastStats.framesDecoded) / dt;
     kbps = (8 * (inbound.bytesReceived - lastStats.bytesReceived)) / dt / 1000;
   }
+  if (inbound && (!lastStats || inbound.framesDecoded > lastStats.framesDecoded)) lastProgress = now;
   if (inbound) lastStats = { t: now, framesDecoded: inbound.framesDecoded, bytesReceived: inbound.bytesReceived };
+  // A server that restarted or vanished leaves the connection "connected" or
+  // "disconnected" for a long time without video: treat a stall as a failure.
+  if (wanted && lastProgress && now - lastProgress > STALL_MS) {
+    lastProgress = 0;
+    scheduleRetry(`no video for ${STALL_MS / 1000} s`);
+    return;
+  }
   const w = video.videoWidth, h = video.videoHeight;
   overlay.textContent = [
     `detector   ${select.value}`,
@@ -150,7 +161,6 @@ async function updateOverlay() {
     `dropped    ${inbound ? (inbound.framesDropped || 0) : 0}`,
     `lost pkts  ${inbound ? (inbound.packetsLost || 0) : 0}`,
   ].join("\n");
-  // A connection stuck without frames for long is treated as failed.
 }
 
 $("start").onclick = start;

@@ -1,6 +1,9 @@
 // Opens the live-view page in Debian's Chromium and checks that the <video> plays:
 // videoWidth as expected and frames decoded rising. Usage:
-//   node tests/browser/live_view.mjs http://127.0.0.1:PORT/ [expectedWidth] [screenshot.png]
+//   node tests/browser/live_view.mjs http://127.0.0.1:PORT/ [expectedWidth] [screenshot.png] [--restart]
+// With --restart, after the first check it prints "RESTART_NOW", waits for a line on
+// stdin (the server was restarted on the same port) and checks that the page reconnected
+// by itself and plays again.
 import { chromium } from "playwright-core";
 
 const url = process.argv[2];
@@ -57,7 +60,23 @@ try {
   if (!(b.decoded > a.decoded)) fail(`frames decoded did not rise (${a.decoded} -> ${b.decoded})`);
   if (fps < 10) fail(`only ${fps} fps decoded`);
   if (b.state !== "connected") fail(`connection state ${b.state}`);
+  if (process.argv.includes("--restart")) {
+    await page.evaluate(() => { window.__pcBeforeRestart = window.lumacast.pc; });
+    console.log("RESTART_NOW");
+    await new Promise((resolve) => process.stdin.once("data", resolve));
+    process.stdin.destroy();
+    const t1 = Date.now();
+    await page.waitForFunction(async () => {
+      const pc = window.lumacast.pc;
+      if (!pc || pc === window.__pcBeforeRestart || pc.connectionState !== "connected") return false;
+      let decoded = 0;
+      (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded; });
+      return decoded > 10;
+    }, null, { timeout: 30000, polling: 250 }).catch(() => fail("the page did not reconnect within 30 s of the restart"));
+    console.log(JSON.stringify({ reconnectMs: Date.now() - t1 }));
+  }
   console.log("PASS");
 } finally {
   await browser.close();
 }
+process.exit(0);

@@ -21,13 +21,18 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `lumacast::run` with the defaults plus `detectors` (if any).
     pub async fn start(detectors: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", detectors).await
+    }
+
+    /// Like [`TestServer::start`] on a given address (to restart on the same port).
+    pub async fn start_on(addr: &str, detectors: &[&str]) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
         let mut config = Config::default_for_tests();
         config.detectors = detectors.iter().map(|s| s.to_string()).collect();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(lumacast::run(config, listener, async move {

@@ -436,7 +436,7 @@ fn apply_live_params(p: &mut sys::SEncParamExt, cfg: &EncoderConfig) {
     // faint, real detail; scene-change detection would insert unrequested large I frames;
     // adaptive quantisation is forced off by openh264 anyway.
     p.bEnableDenoise = false;
-    p.bEnableBackgroundDetection = false;
+    p.bEnableBackgroundDetection = std::env::var_os("LUMACAST_TMP_BGD").is_some(); // TMP-EXPERIMENT
     p.bEnableAdaptiveQuant = false;
     p.bEnableSceneChangeDetect = false;
     p.bEnableFrameCroppingFlag = true; // needed for heights like 1080 (not a multiple of 16)
