@@ -9,6 +9,8 @@ need_apt=()
 command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# nokhwa (the `camera` feature) runs bindgen, which needs libclang.
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -38,3 +40,6 @@ echo "==> cargo test"
 # one at a time so that none starves another.
 cargo test --workspace --lib --bins --tests --examples -- --test-threads=1
 cargo test --workspace --doc
+echo "==> the camera feature (nokhwa, V4L2): builds, lints, fails clearly without a device"
+cargo clippy -p lumacast-capture --all-targets --features camera -- -D warnings
+cargo test -p lumacast-capture --features camera

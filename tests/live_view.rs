@@ -154,3 +154,60 @@ async fn a_viewer_that_goes_away_is_removed() {
     assert_eq!(count, 0, "closed viewer still counted after 10 s");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_detectors_stream_at_the_same_time() {
+    let server = TestServer::start(&[
+        "left=synthetic,width=640,height=480",
+        "right=synthetic,width=320,height=240,bits=8",
+    ])
+    .await;
+    let mut a = Viewer::join(&server, Some("left"), &["42e01f"]).await;
+    let mut b = Viewer::join(&server, Some("right"), &["42e01f"]).await;
+    let (sa, sb) = tokio::join!(
+        a.decode_frames(10, Duration::from_secs(10)),
+        b.decode_frames(10, Duration::from_secs(10))
+    );
+    assert!(sa.len() >= 10 && sb.len() >= 10);
+    assert_eq!((sa[0].width, sa[0].height), (640, 480));
+    assert_eq!((sb[0].width, sb[0].height), (320, 240));
+    // 640 px carries the stripe, 320 px is too narrow for it (spec: no stripe below 512)
+    assert!(sa.iter().all(|s| s.stripe.is_some()));
+    assert!(sb.iter().all(|s| s.stripe.is_none()));
+    let (_, det) = server.get("/api/detectors").await;
+    assert_eq!(det["detectors"][0]["running"], true);
+    assert_eq!(det["detectors"][1]["running"], true);
+    a.client.close().await;
+    b.client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_viewer_does_not_delay_the_others() {
+    let server = TestServer::start(&[]).await;
+    let mut gone = Viewer::join(&server, None, &["42e01f"]).await;
+    let mut stays = Viewer::join(&server, None, &["42e01f"]).await;
+    assert!(!gone
+        .decode_frames(5, Duration::from_secs(10))
+        .await
+        .is_empty());
+    assert!(!stays
+        .decode_frames(5, Duration::from_secs(10))
+        .await
+        .is_empty());
+    // The first viewer vanishes without a goodbye: its peer is dropped, its port closes.
+    drop(gone);
+    let seen = stays.decode_frames(60, Duration::from_secs(4)).await;
+    assert!(
+        seen.len() >= 50,
+        "the remaining viewer got {} frames in 4 s",
+        seen.len()
+    );
+    let seqs: Vec<u32> = seen
+        .iter()
+        .filter_map(|s| s.stripe.map(|x| x.seq))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]));
+    stays.client.close().await;
+    server.stop().await;
+}

@@ -432,11 +432,13 @@ fn apply_live_params(p: &mut sys::SEncParamExt, cfg: &EncoderConfig) {
     p.iLoopFilterDisableIdc = 0;
     p.iLoopFilterAlphaC0Offset = 0;
     p.iLoopFilterBetaOffset = 0;
-    // Pre-processing off: denoising and background detection cost time per frame and may hide
-    // faint, real detail; scene-change detection would insert unrequested large I frames;
-    // adaptive quantisation is forced off by openh264 anyway.
+    // Pre-processing off. Denoising and background detection hide faint, real changes (on a
+    // still, noisy scene background detection froze the noise and halved the bitrate) and cost
+    // time on moving content (background detection: 720p 5.6 -> 8.0 ms per frame, 2 cores).
+    // Scene-change detection would insert unrequested large I frames. Adaptive quantisation is
+    // forced off by openh264 anyway.
     p.bEnableDenoise = false;
-    p.bEnableBackgroundDetection = std::env::var_os("LUMACAST_TMP_BGD").is_some(); // TMP-EXPERIMENT
+    p.bEnableBackgroundDetection = false;
     p.bEnableAdaptiveQuant = false;
     p.bEnableSceneChangeDetect = false;
     p.bEnableFrameCroppingFlag = true; // needed for heights like 1080 (not a multiple of 16)
