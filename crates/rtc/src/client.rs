@@ -50,6 +50,7 @@ pub enum ClientEvent {
 struct Handler {
     gathering_tx: watch::Sender<bool>,
     events: mpsc::Sender<ClientEvent>,
+    track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
 
 #[async_trait::async_trait]
@@ -70,6 +71,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        *self.track.lock().unwrap_or_else(|e| e.into_inner()) = Some(track.clone());
         let events = self.events.clone();
         tokio::spawn(async move {
             let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
@@ -153,6 +155,7 @@ fn has_idr(au: &[u8]) -> bool {
 /// A receive-only viewer.
 pub struct ViewerClient {
     pc: Arc<dyn PeerConnection>,
+    track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     events: mpsc::Receiver<ClientEvent>,
     offer_sdp: String,
 }
@@ -186,12 +189,14 @@ impl ViewerClient {
         let registry = configure_rtcp_reports(Registry::new());
         let (gathering_tx, mut gathering_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(256);
+        let track = Arc::new(std::sync::Mutex::new(None));
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 gathering_tx,
                 events: events_tx,
+                track: track.clone(),
             }))
             .with_runtime(crate::runtime::media_runtime())
             .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
@@ -223,6 +228,7 @@ impl ViewerClient {
             .sdp;
         Ok(ViewerClient {
             pc,
+            track,
             events,
             offer_sdp,
         })
@@ -249,6 +255,24 @@ impl ViewerClient {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Sends a Picture Loss Indication, as a browser does when it cannot decode.
+    pub async fn send_pli(&self) -> Result<(), RtcError> {
+        let track = self
+            .track
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| RtcError::webrtc("send_pli", "no track received yet"))?;
+        let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await
+            .map_err(|e| RtcError::webrtc("send_pli", e))
     }
 
     pub async fn close(&self) {
