@@ -83,6 +83,10 @@ async function connect() {
     pc = conn;
     conn.addTransceiver("video", { direction: "recvonly" });
     conn.ontrack = (ev) => {
+      // Live view: ask the receiver not to buffer for smoothness (standard
+      // jitterBufferTarget, and Chromium's older playoutDelayHint).
+      try { ev.receiver.jitterBufferTarget = 0; } catch (_) { /* unsupported */ }
+      try { ev.receiver.playoutDelayHint = 0; } catch (_) { /* unsupported */ }
       video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
       video.play().catch(() => {});
     };
@@ -162,6 +166,75 @@ async function updateOverlay() {
     `lost pkts  ${inbound ? (inbound.packetsLost || 0) : 0}`,
   ].join("\n");
 }
+
+// ── Live latency from the timestamp stripe ──────────────────────────────────────
+// The synthetic detector writes its capture time (µs since the epoch) into the top-left
+// 512x48 pixels of every frame (3 rows x 32 cells of 16x16). Reading it back from each
+// presented frame gives capture → display latency with no help from the server (same
+// machine, or synchronised clocks).
+const stripeCanvas = document.createElement("canvas");
+stripeCanvas.width = 512; stripeCanvas.height = 48;
+const stripeCtx = stripeCanvas.getContext("2d", { willReadFrequently: true });
+const latencySamples = [];
+const LATENCY_WINDOW = 150;
+
+function readStripe() {
+  const w = video.videoWidth, h = video.videoHeight;
+  if (w < 512 || h < 48) return null;
+  // Copy the stripe region 1:1 (source pixels 0..512 x 0..48).
+  stripeCtx.drawImage(video, 0, 0, 512, 48, 0, 0, 512, 48);
+  const px = stripeCtx.getImageData(0, 0, 512, 48).data;
+  const words = [0, 0, 0];
+  for (let row = 0; row < 3; row++) {
+    let word = 0;
+    for (let c = 0; c < 32; c++) {
+      const i = ((16 * row + 8) * 512 + (16 * c + 8)) * 4;
+      const luma = 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2];
+      word = word * 2 + (luma >= 128 ? 1 : 0);
+    }
+    words[row] = word;
+  }
+  const tMs = (words[0] * 4294967296 + words[1]) / 1000;
+  // A frame without a stripe reads as garbage: accept only plausible times.
+  if (!(Math.abs(Date.now() - tMs) < 60000)) return null;
+  return { tMs, seq: words[2] };
+}
+
+function drawChart() {
+  const c = $("chart"), ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  if (!latencySamples.length) return;
+  const max = Math.max(50, ...latencySamples);
+  ctx.strokeStyle = "#7d7"; ctx.beginPath();
+  latencySamples.forEach((v, i) => {
+    const x = (i / (LATENCY_WINDOW - 1)) * c.width, y = c.height - (v / max) * (c.height - 4) - 2;
+    if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+  });
+  ctx.stroke();
+  ctx.fillStyle = "#aaa"; ctx.fillText(`${max.toFixed(0)} ms`, 2, 10);
+}
+
+function onVideoFrame(_now, meta) {
+  const s = readStripe();
+  if (s) {
+    // expectedDisplayTime is on the performance clock; map it to wall-clock ms.
+    const shownMs = performance.timeOrigin + (meta.expectedDisplayTime || performance.now());
+    const latency = shownMs - s.tMs;
+    latencySamples.push(latency);
+    if (latencySamples.length > LATENCY_WINDOW) latencySamples.shift();
+    const sorted = [...latencySamples].sort((a, b) => a - b);
+    const p50 = sorted[Math.floor(sorted.length / 2)];
+    $("latencyText").textContent = `capture → display ${latency.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${s.seq}`;
+    window.lumacast.latency = { last: latency, p50, seq: s.seq, samples: latencySamples.length };
+  } else {
+    $("latencyText").textContent = "capture → display: no timestamp stripe in this stream";
+  }
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+setInterval(drawChart, 500);
 
 $("start").onclick = start;
 $("stop").onclick = stop;

@@ -48,6 +48,7 @@ try {
       decoded: inbound ? inbound.framesDecoded : 0,
       codec: inbound ? inbound.codecId : "",
       state: pc.connectionState,
+      latency: window.lumacast.latency || null,
     };
   });
   const a = await stats();
@@ -60,6 +61,10 @@ try {
   if (!(b.decoded > a.decoded)) fail(`frames decoded did not rise (${a.decoded} -> ${b.decoded})`);
   if (fps < 10) fail(`only ${fps} fps decoded`);
   if (b.state !== "connected") fail(`connection state ${b.state}`);
+  // The page reads the timestamp stripe of each shown frame: capture → display latency.
+  if (!b.latency || !(b.latency.samples > 10) || !(b.latency.p50 > 0 && b.latency.p50 < 1000)) {
+    fail(`no plausible live latency from the stripe: ${JSON.stringify(b.latency)}`);
+  }
   if (process.argv.includes("--restart")) {
     await page.evaluate(() => { window.__pcBeforeRestart = window.lumacast.pc; });
     console.log("RESTART_NOW");
