@@ -36,10 +36,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "==> cargo test"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 # Scenario tests stream 720p video in real time with real peers; on 2 cores they run
 # one at a time so that none starves another.
-cargo test --workspace --lib --bins --tests --examples -- --test-threads=1
-cargo test --workspace --doc
+cargo test --workspace --lib --bins --tests --examples -- --test-threads=1 2>&1 | tee -a "$log"
+cargo test --workspace --doc 2>&1 | tee -a "$log"
 echo "==> the camera feature (nokhwa, V4L2): builds, lints, fails clearly without a device"
 cargo clippy -p lumacast-capture --all-targets --features camera -- -D warnings
-cargo test -p lumacast-capture --features camera
+cargo test -p lumacast-capture --features camera 2>&1 | tee -a "$log"
+
+# One closing line for the whole run (pipefail above already failed on any red test).
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "summary: ${passed} passed, ${failed} failed"
