@@ -537,6 +537,12 @@ impl ViewerTask {
     async fn stream(&mut self) -> &'static str {
         let started = Instant::now();
         set_state(&self.shared, "connecting");
+        // Subscribe and ask for the viewer's IDR now, while ICE and DTLS run: the IDR is
+        // encoded in parallel with the handshake and waits in the (bounded) bus until we
+        // are connected, instead of being requested only afterwards. If connecting takes
+        // longer than the bus holds, `Lagged` below asks for a fresh one.
+        let mut rx = self.bus.subscribe();
+        self.keyframe.request("new viewer");
         // Wait for the connection (ICE + DTLS), bounded.
         let connected = tokio::select! {
             r = tokio::time::timeout(
@@ -584,8 +590,6 @@ impl ViewerTask {
             .in_current_span(),
         );
 
-        let mut rx = self.bus.subscribe();
-        self.keyframe.request("new viewer");
         let mut waiting_for_keyframe = true;
         let mut seq: u16 = rand::random();
         let ts_offset: u32 = rand::random();
