@@ -16,19 +16,37 @@ use lumacast_encode::{build_info, Encoder, EncoderConfig};
 
 const SIZES: [(u32, u32); 4] = [(640, 480), (1280, 720), (1920, 1080), (2048, 2048)];
 
-/// Times `iters` consecutive encodes of fresh frames with `cfg`.
-fn time_encodes(cfg: EncoderConfig, iters: u64) -> Duration {
-    let mut enc = Encoder::new(cfg).expect("encoder");
-    let mut scene = Scene::new(cfg.width, cfg.height, 4);
-    let mut total = Duration::ZERO;
-    for i in 0..iters {
-        let frame = scene.frame(i);
-        let start = Instant::now();
-        let out = enc.encode(&frame, i as i64 * 33).expect("encode");
-        total += start.elapsed();
-        black_box(out);
+/// An encoder fed with a continuous scene across all of criterion's samples, so IDRs occur
+/// every 60 frames as in live use (not at the start of every sample).
+struct Stream {
+    enc: Encoder,
+    scene: Scene,
+    next: u64,
+}
+
+impl Stream {
+    fn new(cfg: EncoderConfig) -> Self {
+        Self {
+            enc: Encoder::new(cfg).expect("encoder"),
+            scene: Scene::new(cfg.width, cfg.height, 4),
+            next: 0,
+        }
     }
-    total
+
+    /// Times `iters` consecutive encodes of fresh frames (frame generation is not timed).
+    fn time_encodes(&mut self, iters: u64) -> Duration {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let i = self.next;
+            self.next += 1;
+            let frame = self.scene.frame(i);
+            let start = Instant::now();
+            let out = self.enc.encode(&frame, i as i64 * 33).expect("encode");
+            total += start.elapsed();
+            black_box(out);
+        }
+        total
+    }
 }
 
 fn bench_default_config(c: &mut Criterion) {
@@ -40,11 +58,10 @@ fn bench_default_config(c: &mut Criterion) {
     group.sample_size(20);
     for (w, h) in SIZES {
         let cfg = EncoderConfig::new(w, h);
-        group.bench_with_input(
-            BenchmarkId::from_parameter(format!("{w}x{h}")),
-            &cfg,
-            |b, cfg| b.iter_custom(|iters| time_encodes(*cfg, iters)),
-        );
+        let mut stream = Stream::new(cfg);
+        group.bench_function(BenchmarkId::from_parameter(format!("{w}x{h}")), |b| {
+            b.iter_custom(|iters| stream.time_encodes(iters))
+        });
     }
     group.finish();
 }
@@ -63,9 +80,8 @@ fn bench_threading(c: &mut Criterion) {
                 ..EncoderConfig::new(w, h)
             };
             let id = BenchmarkId::new(format!("{w}x{h}"), format!("{threads}t{slices}s"));
-            group.bench_with_input(id, &cfg, |b, cfg| {
-                b.iter_custom(|iters| time_encodes(*cfg, iters))
-            });
+            let mut stream = Stream::new(cfg);
+            group.bench_function(id, |b| b.iter_custom(|iters| stream.time_encodes(iters)));
         }
     }
     group.finish();
