@@ -7,6 +7,7 @@
 pub mod config;
 pub mod detector;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 
 pub use config::Config;
@@ -20,6 +21,8 @@ use tokio::net::TcpListener;
 pub struct App {
     pub detectors: detector::Detectors,
     pub rtc: lumacast_rtc::RtcConfig,
+    /// Renders `/metrics`; `None` if another metrics recorder owns the process.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub type AppState = Arc<App>;
@@ -29,6 +32,7 @@ impl App {
         Ok(Arc::new(App {
             detectors: detector::Detectors::new(config.detector_specs()?),
             rtc: config.rtc(),
+            metrics: metrics::install(),
         }))
     }
 }

@@ -84,6 +84,43 @@ impl PipelineStats {
     }
 }
 
+/// Prometheus handles of one encoder thread, labelled by detector (made once, not per frame).
+struct StageMetrics {
+    frames_captured: metrics::Counter,
+    frames_taken: metrics::Counter,
+    frames_dropped_queue: metrics::Counter,
+    frames_encoded: metrics::Counter,
+    bytes_encoded: metrics::Counter,
+    keyframes_periodic: metrics::Counter,
+    keyframes_requested: metrics::Counter,
+    queue: metrics::Histogram,
+    convert: metrics::Histogram,
+    encode: metrics::Histogram,
+    packetize: metrics::Histogram,
+    capture_to_packetized: metrics::Histogram,
+}
+
+impl StageMetrics {
+    fn new(detector: &str) -> Self {
+        let d = detector.to_string();
+        let stage = |s: &'static str| metrics::histogram!("lumacast_stage_seconds", "detector" => d.clone(), "stage" => s);
+        StageMetrics {
+            frames_captured: metrics::counter!("lumacast_frames_captured_total", "detector" => d.clone()),
+            frames_taken: metrics::counter!("lumacast_frames_taken_total", "detector" => d.clone()),
+            frames_dropped_queue: metrics::counter!("lumacast_frames_dropped_queue_total", "detector" => d.clone()),
+            frames_encoded: metrics::counter!("lumacast_frames_encoded_total", "detector" => d.clone()),
+            bytes_encoded: metrics::counter!("lumacast_encoded_bytes_total", "detector" => d.clone()),
+            keyframes_periodic: metrics::counter!("lumacast_keyframes_total", "detector" => d.clone(), "reason" => "periodic"),
+            keyframes_requested: metrics::counter!("lumacast_keyframes_total", "detector" => d.clone(), "reason" => "requested"),
+            queue: stage("queue"),
+            convert: stage("convert"),
+            encode: stage("encode"),
+            packetize: stage("packetize"),
+            capture_to_packetized: metrics::histogram!("lumacast_capture_to_packetized_seconds", "detector" => d.clone()),
+        }
+    }
+}
+
 /// Shared switch for keyframe requests (viewer joins, PLI/FIR).
 #[derive(Default)]
 pub struct KeyframeGate {
@@ -138,6 +175,7 @@ impl EncoderThread {
         let mut idle = true;
         let mut logged_convert_error = false;
         let started = Instant::now();
+        let m = StageMetrics::new(&self.name);
         info!("encoder thread started");
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -148,10 +186,17 @@ impl EncoderThread {
                 Err(RecvError::Timeout) => continue,
                 Err(RecvError::Disconnected) => break,
             };
+            let taken = Instant::now();
             self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .queue_drops
                 .store(self.rx.dropped(), Ordering::Relaxed);
+            m.frames_taken.increment(1);
+            m.frames_captured
+                .absolute(self.stats.frames_in.load(Ordering::Relaxed) + self.rx.dropped());
+            m.frames_dropped_queue.absolute(self.rx.dropped());
+            m.queue
+                .record(taken.duration_since(frame.captured_mono).as_secs_f64());
 
             // Nobody watching: skip the CPU work entirely. A viewer that subscribes asks
             // for a keyframe, so it starts cleanly.
@@ -176,6 +221,10 @@ impl EncoderThread {
                 }
                 continue;
             }
+
+            let converted = Instant::now();
+            m.convert
+                .record(converted.duration_since(taken).as_secs_f64());
 
             let needs_new = match &encoder {
                 Some(enc) => {
@@ -238,22 +287,33 @@ impl EncoderThread {
             if encoded.skipped || encoded.data.is_empty() {
                 continue;
             }
+            m.encode.record(encoded_at.duration_since(t0).as_secs_f64());
             if encoded.keyframe {
                 if forced {
                     self.stats
                         .keyframes_requested
                         .fetch_add(1, Ordering::Relaxed);
+                    m.keyframes_requested.increment(1);
                 } else {
                     self.stats
                         .keyframes_periodic
                         .fetch_add(1, Ordering::Relaxed);
+                    m.keyframes_periodic.increment(1);
                 }
             }
             let data = encoded.data;
             self.stats
                 .bytes_out
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let bytes = data.len() as u64;
             let payloads = packetizer.packetize(data);
+            let packetized = Instant::now();
+            m.packetize
+                .record(packetized.duration_since(encoded_at).as_secs_f64());
+            m.capture_to_packetized
+                .record(packetized.duration_since(frame.captured_mono).as_secs_f64());
+            m.frames_encoded.increment(1);
+            m.bytes_encoded.increment(bytes);
             let rtp_ts = (frame.captured_mono.duration_since(started).as_micros() * 9 / 100) as u32;
             let media = Arc::new(MediaFrame {
                 seq: frame.seq,

@@ -257,3 +257,36 @@ async fn pli_gets_a_keyframe_and_a_burst_of_them_is_rate_limited() {
     viewer.client.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_cover_stages_latency_counters_and_viewers() {
+    let server = TestServer::start(&["promdet=synthetic,width=640,height=480"]).await;
+    let mut viewer = Viewer::join(&server, Some("promdet"), &["42e01f"]).await;
+    assert!(
+        viewer
+            .decode_frames(10, Duration::from_secs(10))
+            .await
+            .len()
+            >= 10
+    );
+    let (st, text) = common::http_raw(server.addr, "GET", "/metrics", None).await;
+    assert_eq!(st, 200);
+    for needle in [
+        "lumacast_frame_to_first_packet_seconds_bucket{detector=\"promdet\"",
+        "lumacast_frame_to_last_packet_seconds_count{detector=\"promdet\"}",
+        "lumacast_stage_seconds_bucket{detector=\"promdet\",stage=\"encode\"",
+        "lumacast_stage_seconds_count{detector=\"promdet\",stage=\"convert\"}",
+        "lumacast_stage_seconds_count{detector=\"promdet\",stage=\"packetize\"}",
+        "lumacast_frames_captured_total{detector=\"promdet\"}",
+        "lumacast_frames_dropped_queue_total{detector=\"promdet\"}",
+        "lumacast_frames_encoded_total{detector=\"promdet\"}",
+        "lumacast_keyframes_total{detector=\"promdet\",reason=\"requested\"}",
+        "lumacast_rtp_packets_sent_total{detector=\"promdet\"}",
+        "lumacast_rtp_bytes_sent_total{detector=\"promdet\"}",
+        "lumacast_viewers{detector=\"promdet\"} 1",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+    }
+    viewer.client.close().await;
+    server.stop().await;
+}

@@ -1,8 +1,11 @@
 //! `/api/detectors` and `/health`.
 
+use super::ApiError;
 use crate::pipeline::percentiles;
 use crate::AppState;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -83,4 +86,15 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
         }));
     }
     Json(json!({"status": "success", "detectors": out}))
+}
+
+/// Prometheus text exposition of every lumacast metric.
+pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let handle = state.metrics.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("metrics are not available: another recorder is installed".into())
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    ))
 }

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(detectors::health))
         .route("/api/detectors", get(detectors::list))
         .route("/api/stats", get(detectors::stats))
+        .route("/metrics", get(detectors::prometheus))
         .route(
             "/LiveViewController/getStreamDiagnostics",
             get(detectors::stats),

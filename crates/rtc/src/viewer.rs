@@ -311,6 +311,7 @@ pub async fn answer_offer(
     info!(parent: &span, profile = %choice.profile_level_id, payload_type, "answered offer");
 
     let task = ViewerTask {
+        metrics: ViewerMetrics::new(detector),
         cfg: cfg.clone(),
         pc,
         track,
@@ -503,7 +504,32 @@ fn set_state(shared: &ViewerShared, s: &'static str) {
     *shared.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
 }
 
+/// Prometheus handles of one viewer, labelled by detector.
+struct ViewerMetrics {
+    viewers: metrics::Gauge,
+    first_packet: metrics::Histogram,
+    last_packet: metrics::Histogram,
+    packets: metrics::Counter,
+    bytes: metrics::Counter,
+    frames_dropped: metrics::Counter,
+}
+
+impl ViewerMetrics {
+    fn new(detector: &str) -> Self {
+        let d = detector.to_string();
+        ViewerMetrics {
+            viewers: metrics::gauge!("lumacast_viewers", "detector" => d.clone()),
+            first_packet: metrics::histogram!("lumacast_frame_to_first_packet_seconds", "detector" => d.clone()),
+            last_packet: metrics::histogram!("lumacast_frame_to_last_packet_seconds", "detector" => d.clone()),
+            packets: metrics::counter!("lumacast_rtp_packets_sent_total", "detector" => d.clone()),
+            bytes: metrics::counter!("lumacast_rtp_bytes_sent_total", "detector" => d.clone()),
+            frames_dropped: metrics::counter!("lumacast_viewer_frames_dropped_total", "detector" => d),
+        }
+    }
+}
+
 struct ViewerTask {
+    metrics: ViewerMetrics,
     cfg: RtcConfig,
     pc: Arc<dyn PeerConnection>,
     track: Arc<TrackLocalStaticRTP>,
@@ -519,7 +545,9 @@ struct ViewerTask {
 
 impl ViewerTask {
     async fn run(mut self) {
+        self.metrics.viewers.increment(1.0);
         let reason = self.stream().await;
+        self.metrics.viewers.decrement(1.0);
         set_state(&self.shared, "closed");
         info!(
             reason,
@@ -664,6 +692,10 @@ impl ViewerTask {
                             }
                         }
                         let last_us = frame.captured.elapsed().as_micros() as u32;
+                        self.metrics.first_packet.record(f64::from(first_us) / 1e6);
+                        self.metrics.last_packet.record(f64::from(last_us) / 1e6);
+                        self.metrics.packets.increment(n as u64);
+                        self.metrics.bytes.increment(bytes);
                         {
                             let mut l = lock_latency(&self.shared.latency_us);
                             if l.len() == LATENCY_WINDOW {
@@ -679,6 +711,7 @@ impl ViewerTask {
                         // This viewer fell behind; the others did not wait for it. Resume on
                         // the next keyframe so it never decodes from a broken reference.
                         self.shared.frames_dropped.fetch_add(missed, Ordering::Relaxed);
+                        self.metrics.frames_dropped.increment(missed);
                         warn!(missed, "viewer too slow: frames dropped, resyncing on a keyframe");
                         waiting_for_keyframe = true;
                         self.keyframe.request("viewer lagged");
