@@ -123,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut first_t: Option<u64> = None;
     let mut last_t = 0u64;
+    let started = Instant::now();
+    // (seconds since start, latency ms) for the drift report; at most 30 fps x the run.
+    let mut timed: Vec<(f64, f64)> = Vec::new();
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < end {
         match client
@@ -140,7 +143,9 @@ async fn main() -> anyhow::Result<()> {
                 first_frame.get_or_insert_with(|| posted.elapsed());
                 match stripe::read_luma(&pic.y, pic.width as usize, pic.width, pic.height) {
                     Some(s) => {
-                        latencies.push((decoded_us as f64 - s.t_us as f64) / 1000.0);
+                        let l = (decoded_us as f64 - s.t_us as f64) / 1000.0;
+                        latencies.push(l);
+                        timed.push((started.elapsed().as_secs_f64(), l));
                         if let Some(prev) = last_seq {
                             if s.seq > prev + 1 {
                                 gaps += 1;
@@ -198,6 +203,21 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut latencies, 0.9),
         pct(&mut latencies, 0.99)
     );
+    if seconds >= 120.0 {
+        let total = started.elapsed().as_secs_f64();
+        let mut first: Vec<f64> = timed.iter().filter(|t| t.0 < 60.0).map(|t| t.1).collect();
+        let mut last: Vec<f64> = timed
+            .iter()
+            .filter(|t| t.0 >= total - 60.0)
+            .map(|t| t.1)
+            .collect();
+        let (a, b) = (pct(&mut first, 0.5), pct(&mut last, 0.5));
+        println!(
+            "drift         p50 first minute {a:.2} ms, last minute {b:.2} ms: {:+.2} ms over {:.0} s",
+            b - a,
+            total
+        );
+    }
     if frames == 0 {
         bail!("no frame was decoded");
     }

@@ -154,8 +154,11 @@ impl EncoderThread {
             })
     }
 
-    fn encoder_config(&self, width: u32, height: u32) -> EncoderConfig {
+    fn encoder_config(&self, width: u32, height: u32, full_range: bool) -> EncoderConfig {
         let mut cfg = EncoderConfig::new(width, height);
+        // Mono frames are mapped to full-range luma, RGB to BT.601 limited range
+        // (crates/frame/src/convert.rs): the stream header must say which.
+        cfg.full_range = full_range;
         cfg.fps = self.settings.fps.clamp(1.0, 60.0) as f32;
         if self.settings.bitrate > 0 {
             cfg.bitrate_bps = self.settings.bitrate;
@@ -234,7 +237,8 @@ impl EncoderThread {
                 None => true,
             };
             if needs_new {
-                let cfg = self.encoder_config(i420.width, i420.height);
+                let full_range = !matches!(frame.format, lumacast_frame::PixelFormat::Rgb8);
+                let cfg = self.encoder_config(i420.width, i420.height, full_range);
                 match Encoder::new(cfg) {
                     Ok(enc) => {
                         info!(

@@ -22,8 +22,9 @@ pub const MAX_THREADS: u16 = 4;
 /// Upper bound for fixed slice counts (openh264 may lower it further for small pictures).
 pub const MAX_SLICES: u16 = 32;
 
-/// Frames of 1280x720 pixels or more get 2 threads and 2 slices by default.
-const MULTI_THREAD_MIN_PIXELS: u64 = 1280 * 720;
+/// Frames of 640x480 pixels or more get 2 threads and 2 slices by default
+/// (`examples/encode_sweep`: 640x480 p50 1.85 ms with 2 threads vs 3.09 ms with 1).
+const MULTI_THREAD_MIN_PIXELS: u64 = 640 * 480;
 
 /// openh264's encoder complexity (`iComplexityMode`): speed against compression efficiency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -86,10 +87,10 @@ impl EncoderConfig {
     ///   6 Mb/s at 1920x1080, 8 Mb/s at 2048x2048;
     /// - an IDR every 60 frames (2 s), so a viewer that lost a packet recovers within 2 s even
     ///   without sending a PLI;
-    /// - 2 threads and 2 slices from 1280x720 pixels up (about 35-40 % lower mean encode time
-    ///   than 1 thread and 1 slice on 2 cores: 720p 5.6 vs 8.8 ms, 1080p 12 vs 21 ms), 1 thread
-    ///   and a single slice below, where the absolute gain is small and a second busy core
-    ///   competes with capture and networking;
+    /// - 2 threads and 2 slices from 640x480 pixels up (about 35-40 % lower encode time
+    ///   than 1 thread and 1 slice on 2 cores: 480p 1.9 vs 3.1 ms, 720p 6.2 vs 10.5 ms,
+    ///   1080p 12 vs 21 ms), 1 thread and a single slice below, where the absolute gain is
+    ///   tiny;
     /// - [`Complexity::Low`];
     /// - full-range signalling (`full_range = true`), right for monochrome detector frames.
     pub fn new(width: u32, height: u32) -> Self {
@@ -231,8 +232,10 @@ mod tests {
 
     #[test]
     fn new_picks_threads_by_size() {
-        let small = EncoderConfig::new(640, 480);
+        let small = EncoderConfig::new(320, 240);
         assert_eq!((small.threads, small.slices), (1, 1));
+        let vga = EncoderConfig::new(640, 480);
+        assert_eq!((vga.threads, vga.slices), (2, 2));
         let hd = EncoderConfig::new(1280, 720);
         assert_eq!((hd.threads, hd.slices), (2, 2));
         assert_eq!(hd.keyframe_interval, 60);
