@@ -210,6 +210,17 @@ async fn a_vanished_viewer_does_not_delay_the_others() {
         .filter_map(|s| s.stripe.map(|x| x.seq))
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] > w[0]));
+    // ...and the server did notice that it vanished (ICE consent + disconnect grace).
+    let mut count = 2;
+    for _ in 0..250 {
+        let (_, det) = server.get("/api/detectors").await;
+        count = det["detectors"][0]["viewers"].as_u64().unwrap();
+        if count == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count, 1, "the vanished viewer is still counted after 25 s");
     stays.client.close().await;
     server.stop().await;
 }

@@ -279,3 +279,16 @@ impl ViewerClient {
         let _ = self.pc.close().await;
     }
 }
+
+impl Drop for ViewerClient {
+    /// A dropped client stops its peer (the driver task would otherwise keep answering
+    /// ICE consent checks, and the server would keep streaming to it).
+    fn drop(&mut self) {
+        let pc = self.pc.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
