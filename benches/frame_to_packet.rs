@@ -152,7 +152,9 @@ async fn main() {
         let elapsed = t0.elapsed().as_secs_f64();
         let cpu = (cpu_seconds() - cpu0) / elapsed * 100.0;
         eprintln!("[{size}] measured, collecting");
-        let (_, stats) = server.get("/api/stats").await;
+        let (_, stats) = server
+            .get(&format!("/api/stats?window_s={}", seconds.min(60.0)))
+            .await;
         eprintln!("[{size}] stats");
         first.close().await;
         drop(dtx);

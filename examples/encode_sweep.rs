@@ -36,11 +36,12 @@ fn main() -> anyhow::Result<()> {
         lumacast_encode::build_info().assembly
     );
     for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (3, 3), (4, 4)] {
-        for complexity in [Complexity::Low] {
+        for (complexity, deblocking) in [(Complexity::Low, true), (Complexity::Low, false)] {
             let mut cfg = EncoderConfig::new(w, h);
             cfg.threads = threads;
             cfg.slices = slices;
             cfg.complexity = complexity;
+            cfg.deblocking = deblocking;
             let mut enc = Encoder::new(cfg)?;
             let mut times = Vec::new();
             let mut bytes = 0usize;
@@ -54,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             times.sort_by(|a, b| a.partial_cmp(b).unwrap());
             let mean = times.iter().sum::<f64>() / times.len() as f64;
             println!(
-                "{threads}t{slices}s {complexity:?}: mean {mean:.2} ms, p50 {:.2}, p99 {:.2}, {:.2} Mb/s",
+                "{threads}t{slices}s {complexity:?} deblock={deblocking}: mean {mean:.2} ms, p50 {:.2}, p99 {:.2}, {:.2} Mb/s",
                 times[times.len() / 2],
                 times[times.len() * 99 / 100],
                 bytes as f64 * 8.0 / (frames.len() as f64 / 30.0) / 1e6

@@ -40,8 +40,46 @@ pub struct PipelineStats {
     pub bytes_out: AtomicU64,
     pub convert_errors: AtomicU64,
     pub encode_errors: AtomicU64,
-    /// (capture → encoded) µs and encode-only µs of recent frames.
-    timings: Mutex<VecDeque<(u32, u32)>>,
+    /// Stage timings of recent frames.
+    timings: Mutex<VecDeque<StageSample>>,
+}
+
+/// Where one frame spent its time on the encoder thread, in µs.
+#[derive(Debug, Clone, Copy)]
+pub struct StageSample {
+    /// When the frame was taken from the queue.
+    pub at: Instant,
+    /// Captured → taken from the queue.
+    pub queue_us: u32,
+    /// `None` for frames taken while nobody watched (not converted or encoded).
+    pub work: Option<StageWork>,
+}
+
+/// The encoder thread's work on one frame, in µs.
+#[derive(Debug, Clone, Copy)]
+pub struct StageWork {
+    pub convert_us: u32,
+    pub encode_us: u32,
+    pub packetize_us: u32,
+    /// Captured → packetized (ready for the viewers).
+    pub capture_to_packetized_us: u32,
+    pub bytes: u32,
+    pub keyframe: bool,
+}
+
+/// Stage percentiles and rates over a recent window, for `/api/stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StageSummary {
+    pub window_s: f64,
+    pub fps_in: f64,
+    pub fps_out: f64,
+    pub bitrate_bps: f64,
+    pub keyframes: usize,
+    pub queue: Percentiles,
+    pub convert: Percentiles,
+    pub encode: Percentiles,
+    pub packetize: Percentiles,
+    pub capture_to_packetized: Percentiles,
 }
 
 /// Median and 99th percentile, in milliseconds.
@@ -66,22 +104,54 @@ pub fn percentiles(mut v: Vec<u32>) -> Percentiles {
 }
 
 impl PipelineStats {
-    fn record(&self, capture_to_encoded_us: u32, encode_us: u32) {
+    fn record(&self, sample: StageSample) {
         let mut t = self.timings.lock().unwrap_or_else(|e| e.into_inner());
         if t.len() == TIMING_WINDOW {
             t.pop_front();
         }
-        t.push_back((capture_to_encoded_us, encode_us));
+        t.push_back(sample);
     }
 
-    /// (capture → encoded, encode) percentiles over the recent window.
-    pub fn timing_percentiles(&self) -> (Percentiles, Percentiles) {
+    /// Rates and per-stage percentiles of the frames taken within the last `window`
+    /// (at most the last [`TIMING_WINDOW`] frames).
+    pub fn summary(&self, window: Duration) -> StageSummary {
+        let since = Instant::now().checked_sub(window);
         let t = self.timings.lock().unwrap_or_else(|e| e.into_inner());
-        let a = t.iter().map(|x| x.0).collect();
-        let b = t.iter().map(|x| x.1).collect();
+        let recent: Vec<StageSample> = t
+            .iter()
+            .filter(|x| since.is_none_or(|s| x.at >= s))
+            .copied()
+            .collect();
         drop(t);
-        (percentiles(a), percentiles(b))
+        // Rates over the span actually covered, so a detector started 2 s ago, or a ring
+        // that holds less than the window, is not under-reported.
+        let span = match (recent.first(), recent.last()) {
+            (Some(a), Some(b)) if recent.len() > 1 => {
+                let s = b.at.duration_since(a.at).as_secs_f64();
+                s * recent.len() as f64 / (recent.len() - 1) as f64
+            }
+            _ => window.as_secs_f64(),
+        }
+        .max(1e-3);
+        let work: Vec<StageWork> = recent.iter().filter_map(|x| x.work).collect();
+        let col = |f: fn(&StageWork) -> u32| percentiles(work.iter().map(f).collect());
+        StageSummary {
+            window_s: span,
+            fps_in: recent.len() as f64 / span,
+            fps_out: work.len() as f64 / span,
+            bitrate_bps: work.iter().map(|w| f64::from(w.bytes)).sum::<f64>() * 8.0 / span,
+            keyframes: work.iter().filter(|w| w.keyframe).count(),
+            queue: percentiles(recent.iter().map(|x| x.queue_us).collect()),
+            convert: col(|w| w.convert_us),
+            encode: col(|w| w.encode_us),
+            packetize: col(|w| w.packetize_us),
+            capture_to_packetized: col(|w| w.capture_to_packetized_us),
+        }
     }
+}
+
+fn us(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
 }
 
 /// Prometheus handles of one encoder thread, labelled by detector (made once, not per frame).
@@ -198,8 +268,8 @@ impl EncoderThread {
             m.frames_captured
                 .absolute(self.stats.frames_in.load(Ordering::Relaxed) + self.rx.dropped());
             m.frames_dropped_queue.absolute(self.rx.dropped());
-            m.queue
-                .record(taken.duration_since(frame.captured_mono).as_secs_f64());
+            let queue_wait = taken.saturating_duration_since(frame.captured_mono);
+            m.queue.record(queue_wait.as_secs_f64());
 
             // Nobody watching: skip the CPU work entirely. A viewer that subscribes asks
             // for a keyframe, so it starts cleanly.
@@ -209,6 +279,11 @@ impl EncoderThread {
                 }
                 idle = true;
                 self.stats.frames_idle.fetch_add(1, Ordering::Relaxed);
+                self.stats.record(StageSample {
+                    at: taken,
+                    queue_us: us(queue_wait),
+                    work: None,
+                });
                 continue;
             }
             if idle {
@@ -330,10 +405,20 @@ impl EncoderThread {
             });
             self.bus.publish(media);
             self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
-            self.stats.record(
-                encoded_at.duration_since(frame.captured_mono).as_micros() as u32,
-                encoded_at.duration_since(t0).as_micros() as u32,
-            );
+            self.stats.record(StageSample {
+                at: taken,
+                queue_us: us(queue_wait),
+                work: Some(StageWork {
+                    convert_us: us(converted.duration_since(taken)),
+                    encode_us: us(encoded_at.duration_since(t0)),
+                    packetize_us: us(packetized.duration_since(encoded_at)),
+                    capture_to_packetized_us: us(
+                        packetized.saturating_duration_since(frame.captured_mono)
+                    ),
+                    bytes: bytes as u32,
+                    keyframe: encoded.keyframe,
+                }),
+            });
         }
         info!("encoder thread stopped");
     }

@@ -128,6 +128,41 @@ async fn stats_report_per_stage_and_per_viewer_numbers_while_streaming() {
         let first = v["frame_to_first_packet"]["p50_ms"].as_f64().unwrap();
         let last = v["frame_to_last_packet"]["p50_ms"].as_f64().unwrap();
         assert!(first > 0.0 && last >= first, "{v}");
+        // on-socket times exist for most frames, and a packet leaves the socket after it
+        // was handed to webrtc-rs, which is after the frame was packetized
+        assert!(
+            v["frame_to_first_packet"]["samples"].as_u64().unwrap() >= 10,
+            "{v}"
+        );
+        let handoff = v["frame_to_first_handoff"]["p50_ms"].as_f64().unwrap();
+        assert!(handoff > 0.0 && first >= handoff * 0.9, "{v}");
+        assert!(v["fps"].as_f64().unwrap() > 10.0, "{v}");
+        assert!(v["bitrate_bps"].as_f64().unwrap() > 100_000.0, "{v}");
+        for stage in [
+            "queue",
+            "convert",
+            "encode",
+            "packetize",
+            "capture_to_packetized",
+        ] {
+            let st = &d["stages"][stage];
+            assert!(st["samples"].as_u64().unwrap() >= 10, "{stage}: {d}");
+            assert!(st["p99_ms"].as_f64().unwrap() >= st["p50_ms"].as_f64().unwrap());
+        }
+        let packetized = d["stages"]["capture_to_packetized"]["p50_ms"]
+            .as_f64()
+            .unwrap();
+        assert!(packetized > 0.0 && packetized <= handoff * 1.1 + 1.0, "{d}");
+        assert!(d["fps_in"].as_f64().unwrap() > 20.0, "{d}");
+        assert!(d["fps_out"].as_f64().unwrap() > 20.0, "{d}");
+    }
+    let (st, s) = server.get("/api/stats?window_s=2").await;
+    assert_eq!(st, 200);
+    assert_eq!(s["window_s"], 2.0);
+    for bad in ["window_s=0", "window_s=1000", "window_s=abc"] {
+        let (st, body) = server.get(&format!("/api/stats?{bad}")).await;
+        assert_eq!(st, 400, "{bad}: {body}");
+        assert_eq!(body["status"], "error");
     }
     viewer.client.close().await;
     server.stop().await;

@@ -3,11 +3,13 @@
 use super::ApiError;
 use crate::pipeline::percentiles;
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "detectors": state.detectors.status() }))
@@ -36,8 +38,30 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// Per-detector pipeline numbers and per-viewer delivery, over the recent window.
-pub async fn stats(State(state): State<AppState>) -> Json<Value> {
+/// `?window_s=` of `/api/stats`.
+#[derive(Debug, serde::Deserialize)]
+pub struct StatsQuery {
+    window_s: Option<f64>,
+}
+
+/// Default and largest window of `/api/stats`, seconds. The rings behind it hold the last
+/// 512 frames (about 17 s at 30 fps), so longer windows would not be honest.
+const STATS_WINDOW_S: f64 = 10.0;
+const MAX_STATS_WINDOW_S: f64 = 60.0;
+
+/// Per-detector pipeline numbers and per-viewer delivery over the last few seconds.
+pub async fn stats(
+    State(state): State<AppState>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let query = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let window_s = query.window_s.unwrap_or(STATS_WINDOW_S);
+    if !window_s.is_finite() || !(0.1..=MAX_STATS_WINDOW_S).contains(&window_s) {
+        return Err(ApiError::BadRequest(format!(
+            "window_s must be within 0.1..={MAX_STATS_WINDOW_S}, got {window_s}"
+        )));
+    }
+    let window = Duration::from_secs_f64(window_s);
     let mut out = Vec::new();
     for name in state.detectors.names() {
         let Some(r) = state.detectors.running(&name) else {
@@ -45,14 +69,14 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
             continue;
         };
         let s = &r.stats;
-        let secs = r.started.elapsed().as_secs_f64().max(1e-3);
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        let (cap_to_enc, encode) = s.timing_percentiles();
+        let summary = s.summary(window);
         let viewers: Vec<Value> = r
             .viewers
-            .snapshot()
+            .snapshot(window)
             .into_iter()
             .map(|v| {
+                let span = v.age.as_secs_f64().min(summary.window_s).max(1e-3);
                 json!({
                     "id": v.id,
                     "state": v.state,
@@ -61,31 +85,46 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
                     "frames_dropped": v.frames_dropped,
                     "packets_sent": v.packets_sent,
                     "bytes_sent": v.bytes_sent,
-                    "bitrate_bps": if v.age.as_secs_f64() > 0.0 { v.bytes_sent as f64 * 8.0 / v.age.as_secs_f64() } else { 0.0 },
+                    "fps": v.window_frames as f64 / span,
+                    "bitrate_bps": v.window_bytes as f64 * 8.0 / span,
                     "frame_to_first_packet": percentiles(v.first_packet_us),
                     "frame_to_last_packet": percentiles(v.last_packet_us),
+                    "frame_to_first_handoff": percentiles(v.handoff_first_us),
+                    "frame_to_last_handoff": percentiles(v.handoff_last_us),
                 })
             })
             .collect();
         out.push(json!({
             "detector": name,
             "running": true,
-            "uptime_s": secs,
+            "uptime_s": r.started.elapsed().as_secs_f64(),
+            "window_s": summary.window_s,
+            "fps_in": summary.fps_in,
+            "fps_out": summary.fps_out,
+            "bitrate_bps": summary.bitrate_bps,
+            "stages": {
+                "queue": summary.queue,
+                "convert": summary.convert,
+                "encode": summary.encode,
+                "packetize": summary.packetize,
+                "capture_to_packetized": summary.capture_to_packetized,
+            },
+            "keyframes_in_window": summary.keyframes,
             "frames_captured": load(&s.frames_in) + load(&s.queue_drops),
             "frames_in": load(&s.frames_in),
             "frames_dropped_at_queue": load(&s.queue_drops),
             "frames_encoded": load(&s.frames_encoded),
             "frames_idle": load(&s.frames_idle),
-            "fps_in": load(&s.frames_in) as f64 / secs,
             "keyframes_periodic": load(&s.keyframes_periodic),
             "keyframes_requested": load(&s.keyframes_requested),
             "bytes_encoded": load(&s.bytes_out),
-            "capture_to_encoded": cap_to_enc,
-            "encode": encode,
+            "encode": summary.encode,
             "viewers": viewers,
         }));
     }
-    Json(json!({"status": "success", "detectors": out}))
+    Ok(Json(
+        json!({"status": "success", "window_s": window_s, "detectors": out}),
+    ))
 }
 
 /// Prometheus text exposition of every lumacast metric.

@@ -70,6 +70,9 @@ pub struct EncoderConfig {
     pub slices: u16,
     /// Speed/efficiency trade-off.
     pub complexity: Complexity,
+    /// In-loop deblocking filter. On by default; off saves encode time at the price of
+    /// visible block edges at low bitrates.
+    pub deblocking: bool,
     /// Signal full-range luma/chroma (0..=255, `video_full_range_flag` = 1 in the SPS VUI)
     /// instead of limited range (16..=235). Must match the I420 data: `lumacast_frame` writes
     /// monochrome data full range (the default here) but RGB data limited range. A mismatch
@@ -110,6 +113,7 @@ impl EncoderConfig {
             threads,
             slices,
             complexity: Complexity::Low,
+            deblocking: true,
             full_range: true,
         }
     }

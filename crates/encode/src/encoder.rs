@@ -429,7 +429,7 @@ fn apply_live_params(p: &mut sys::SEncParamExt, cfg: &EncoderConfig) {
     p.iLTRRefNum = 0;
     p.iMultipleThreadIdc = cfg.threads;
     p.bUseLoadBalancing = true;
-    p.iLoopFilterDisableIdc = 0;
+    p.iLoopFilterDisableIdc = if cfg.deblocking { 0 } else { 1 };
     p.iLoopFilterAlphaC0Offset = 0;
     p.iLoopFilterBetaOffset = 0;
     // Pre-processing off. Denoising and background detection hide faint, real changes (on a

@@ -23,6 +23,7 @@ pub mod offer;
 mod packetize;
 mod runtime;
 mod viewer;
+pub mod wire;
 
 pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use error::RtcError;

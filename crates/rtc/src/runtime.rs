@@ -5,16 +5,21 @@
 //! overflows whenever the reading task is not scheduled for a few milliseconds, and the
 //! viewer loses part of every keyframe. Bigger buffers absorb the burst without adding
 //! any latency (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+//!
+//! Every socket is also wrapped so that each datagram it sent is reported to
+//! [`crate::wire`], which times when a frame's RTP packets really left.
 
 use std::future::Future;
 use std::io;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
-    TokioRuntime,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
 };
 
 /// Requested socket buffer size (bytes) for every WebRTC UDP socket.
@@ -49,7 +54,8 @@ impl Runtime for MediaRuntime {
         // Best effort: a smaller buffer than asked is still a working socket.
         let _ = sock.set_recv_buffer_size(UDP_BUFFER_BYTES);
         let _ = sock.set_send_buffer_size(UDP_BUFFER_BYTES);
-        self.inner.wrap_udp_socket(socket)
+        let inner = self.inner.wrap_udp_socket(socket)?;
+        Ok(Arc::new(TimedUdpSocket { inner }))
     }
 
     fn wrap_tcp_listener(
@@ -95,5 +101,52 @@ impl Runtime for MediaRuntime {
 
     fn name(&self) -> &'static str {
         "tokio (lumacast media buffers)"
+    }
+}
+
+/// A UDP socket that reports every datagram it sent to [`crate::wire`].
+#[derive(Debug)]
+struct TimedUdpSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+}
+
+impl AsyncUdpSocket for TimedUdpSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_send(cx, transmit);
+        if let Poll::Ready(Ok(n)) = &r {
+            let now = Instant::now();
+            let sent = &transmit.contents[..(*n).min(transmit.contents.len())];
+            match transmit.segment_size {
+                // GSO: one buffer, several datagrams of `size` bytes each.
+                Some(size) if size > 0 => {
+                    for d in sent.chunks(size) {
+                        crate::wire::on_datagram(d, now);
+                    }
+                }
+                _ => crate::wire::on_datagram(sent, now),
+            }
+        }
+        r
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
     }
 }

@@ -1,6 +1,7 @@
 //! One peer connection per viewer, each with its own track, all fed from one frame bus.
 
 use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder};
+use crate::wire::WireTap;
 use crate::{analyze_offer, MediaFrame, RtcError};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
@@ -119,13 +120,28 @@ struct ViewerShared {
     bytes_sent: AtomicU64,
     frames_sent: AtomicU64,
     frames_dropped: AtomicU64,
-    /// Recent (capture → first packet handed to the network, capture → last packet) in µs.
-    latency_us: Mutex<VecDeque<(u32, u32)>>,
+    samples: Mutex<Samples>,
     close_tx: watch::Sender<bool>,
 }
 
-/// Latency samples kept per viewer.
+/// Latency samples kept per viewer (per kind), about 17 s at 30 fps.
 const LATENCY_WINDOW: usize = 512;
+
+/// Recent per-frame delivery timings of one viewer (bounded rings).
+#[derive(Default)]
+struct Samples {
+    /// (when, capture → first packet handed to webrtc-rs µs, → last packet µs, bytes).
+    handoff: VecDeque<(Instant, u32, u32, u32)>,
+    /// (when, capture → first packet on the socket µs, → last packet on the socket µs).
+    wire: VecDeque<(Instant, u32, u32)>,
+}
+
+fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
+    if q.len() == LATENCY_WINDOW {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
 
 /// What `/api/detectors` and stats show of a viewer.
 #[derive(Debug, Clone)]
@@ -137,10 +153,18 @@ pub struct ViewerSnapshot {
     pub bytes_sent: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
-    /// Recent capture → first RTP packet handed to the network, µs.
+    /// Capture → first RTP packet of the frame sent on the UDP socket, µs, for the frames
+    /// of the snapshot's window.
     pub first_packet_us: Vec<u32>,
-    /// Recent capture → last RTP packet of the frame handed to the network, µs.
+    /// Capture → last RTP packet of the frame sent on the UDP socket, µs.
     pub last_packet_us: Vec<u32>,
+    /// Capture → first RTP packet handed to webrtc-rs (`write_rtp`), µs.
+    pub handoff_first_us: Vec<u32>,
+    /// Capture → last RTP packet handed to webrtc-rs, µs.
+    pub handoff_last_us: Vec<u32>,
+    /// Frames and payload bytes handed over within the window.
+    pub window_frames: u64,
+    pub window_bytes: u64,
 }
 
 /// The viewers of one detector. Each viewer task owns its connection; the registry only
@@ -166,13 +190,27 @@ impl ViewerRegistry {
         self.len() == 0
     }
 
-    pub fn snapshot(&self) -> Vec<ViewerSnapshot> {
+    /// Every viewer, with the timings of the frames sent within the last `window`.
+    pub fn snapshot(&self, window: Duration) -> Vec<ViewerSnapshot> {
+        let since = Instant::now().checked_sub(window);
+        let recent = |t: &Instant| since.is_none_or(|s| *t >= s);
         let mut out: Vec<ViewerSnapshot> = self
             .lock()
             .values()
             .map(|v| {
-                let (first_packet_us, last_packet_us) =
-                    lock_latency(&v.latency_us).iter().copied().unzip();
+                let s = lock_samples(&v.samples);
+                let (first_packet_us, last_packet_us) = s
+                    .wire
+                    .iter()
+                    .filter(|x| recent(&x.0))
+                    .map(|x| (x.1, x.2))
+                    .unzip();
+                let handoff: Vec<_> = s.handoff.iter().filter(|x| recent(&x.0)).collect();
+                let handoff_first_us = handoff.iter().map(|x| x.1).collect();
+                let handoff_last_us = handoff.iter().map(|x| x.2).collect();
+                let window_frames = handoff.len() as u64;
+                let window_bytes = handoff.iter().map(|x| u64::from(x.3)).sum();
+                drop(s);
                 ViewerSnapshot {
                     id: v.id,
                     state: *v.state.lock().unwrap_or_else(|e| e.into_inner()),
@@ -183,6 +221,10 @@ impl ViewerRegistry {
                     frames_dropped: v.frames_dropped.load(Ordering::Relaxed),
                     first_packet_us,
                     last_packet_us,
+                    handoff_first_us,
+                    handoff_last_us,
+                    window_frames,
+                    window_bytes,
                 }
             })
             .collect();
@@ -228,7 +270,7 @@ impl ViewerRegistry {
             bytes_sent: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
-            latency_us: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            samples: Mutex::new(Samples::default()),
             close_tx,
         });
         map.insert(shared.id, shared.clone());
@@ -240,9 +282,7 @@ impl ViewerRegistry {
     }
 }
 
-fn lock_latency(
-    m: &Mutex<VecDeque<(u32, u32)>>,
-) -> std::sync::MutexGuard<'_, VecDeque<(u32, u32)>> {
+fn lock_samples(m: &Mutex<Samples>) -> std::sync::MutexGuard<'_, Samples> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -301,7 +341,7 @@ pub async fn answer_offer(
     let setup = setup_peer(cfg, offer_sdp, &choice, detector, id)
         .instrument(span.clone())
         .await;
-    let (pc, track, answer_sdp, payload_type, ssrc, state_rx) = match setup {
+    let (pc, track, answer_sdp, payload_type, tap, state_rx) = match setup {
         Ok(parts) => parts,
         Err(e) => {
             registry.remove(id);
@@ -316,7 +356,8 @@ pub async fn answer_offer(
         pc,
         track,
         payload_type,
-        ssrc,
+        ssrc: tap.ssrc(),
+        tap,
         state_rx,
         close_rx,
         bus: bus.clone(),
@@ -333,7 +374,7 @@ type SetupParts = (
     Arc<TrackLocalStaticRTP>,
     String,
     u8,
-    u32,
+    WireTap,
     watch::Receiver<RTCPeerConnectionState>,
 );
 
@@ -417,7 +458,8 @@ async fn setup_peer(
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
     let result = async {
-        let ssrc: u32 = rand::random();
+        let tap = WireTap::register();
+        let ssrc = tap.ssrc();
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             "lumacast".to_string(),
             format!("{detector}-video-{id}"),
@@ -480,13 +522,13 @@ async fn setup_peer(
             candidates = answer_sdp.matches("a=candidate").count(),
             "answer ready"
         );
-        Ok((track, answer_sdp, payload_type, ssrc))
+        Ok((track, answer_sdp, payload_type, tap))
     }
     .await;
 
     match result {
-        Ok((track, answer_sdp, payload_type, ssrc)) => {
-            Ok((pc, track, answer_sdp, payload_type, ssrc, state_rx))
+        Ok((track, answer_sdp, payload_type, tap)) => {
+            Ok((pc, track, answer_sdp, payload_type, tap, state_rx))
         }
         Err(e) => {
             let _ = pc.close().await;
@@ -509,6 +551,7 @@ struct ViewerMetrics {
     viewers: metrics::Gauge,
     first_packet: metrics::Histogram,
     last_packet: metrics::Histogram,
+    handoff_first: metrics::Histogram,
     packets: metrics::Counter,
     bytes: metrics::Counter,
     frames_dropped: metrics::Counter,
@@ -521,6 +564,7 @@ impl ViewerMetrics {
             viewers: metrics::gauge!("lumacast_viewers", "detector" => d.clone()),
             first_packet: metrics::histogram!("lumacast_frame_to_first_packet_seconds", "detector" => d.clone()),
             last_packet: metrics::histogram!("lumacast_frame_to_last_packet_seconds", "detector" => d.clone()),
+            handoff_first: metrics::histogram!("lumacast_frame_to_first_handoff_seconds", "detector" => d.clone()),
             packets: metrics::counter!("lumacast_rtp_packets_sent_total", "detector" => d.clone()),
             bytes: metrics::counter!("lumacast_rtp_bytes_sent_total", "detector" => d.clone()),
             frames_dropped: metrics::counter!("lumacast_viewer_frames_dropped_total", "detector" => d),
@@ -535,6 +579,8 @@ struct ViewerTask {
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
     ssrc: u32,
+    /// Times this viewer's packets on the socket; unregisters when the task ends.
+    tap: WireTap,
     state_rx: watch::Receiver<RTCPeerConnectionState>,
     close_rx: watch::Receiver<bool>,
     bus: FrameBus,
@@ -666,6 +712,8 @@ impl ViewerTask {
                         let n = frame.payloads.len();
                         let mut bytes = 0u64;
                         let mut first_us = 0u32;
+                        let rtp_ts = ts_offset.wrapping_add(frame.rtp_ts);
+                        self.tap.expect(rtp_ts, frame.captured);
                         for (i, payload) in frame.payloads.iter().enumerate() {
                             let pkt = rtc::rtp::Packet {
                                 header: rtc::rtp::header::Header {
@@ -673,7 +721,7 @@ impl ViewerTask {
                                     marker: i + 1 == n,
                                     payload_type: self.payload_type,
                                     sequence_number: seq,
-                                    timestamp: ts_offset.wrapping_add(frame.rtp_ts),
+                                    timestamp: rtp_ts,
                                     ssrc: self.ssrc,
                                     ..Default::default()
                                 },
@@ -691,17 +739,21 @@ impl ViewerTask {
                                 first_us = frame.captured.elapsed().as_micros() as u32;
                             }
                         }
-                        let last_us = frame.captured.elapsed().as_micros() as u32;
-                        self.metrics.first_packet.record(f64::from(first_us) / 1e6);
-                        self.metrics.last_packet.record(f64::from(last_us) / 1e6);
+                        let now = Instant::now();
+                        let last_us = now.saturating_duration_since(frame.captured).as_micros() as u32;
+                        self.metrics.handoff_first.record(f64::from(first_us) / 1e6);
                         self.metrics.packets.increment(n as u64);
                         self.metrics.bytes.increment(bytes);
                         {
-                            let mut l = lock_latency(&self.shared.latency_us);
-                            if l.len() == LATENCY_WINDOW {
-                                l.pop_front();
-                            }
-                            l.push_back((first_us, last_us));
+                            let mut s = lock_samples(&self.shared.samples);
+                            push_bounded(&mut s.handoff, (now, first_us, last_us, bytes as u32));
+                            // Frames whose packets have left the socket by now (usually
+                            // the previous ones: the driver sends after we hand over).
+                            self.tap.drain(|t| {
+                                self.metrics.first_packet.record(f64::from(t.first_us) / 1e6);
+                                self.metrics.last_packet.record(f64::from(t.last_us) / 1e6);
+                                push_bounded(&mut s.wire, (now, t.first_us, t.last_us));
+                            });
                         }
                         self.shared.packets_sent.fetch_add(n as u64, Ordering::Relaxed);
                         self.shared.bytes_sent.fetch_add(bytes, Ordering::Relaxed);

@@ -2,7 +2,10 @@
 //! reads the timestamp stripe (docs: shared spec "timestamp stripe v1") and prints
 //! capture-to-decoded latency, fps, sequence gaps and time to first frame.
 //!
-//! Run: cargo run --release --example latency_probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10]
+//! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json]
+//!
+//! `--json` prints one JSON object instead of the text report (for scripts and tests);
+//! the exit status is non-zero when no frame could be decoded.
 //!
 //! Works against any server that answers `POST /LiveViewController/webrtc_offer` with
 //! `{"sdp": ..., "type": "answer"}` and sends the stripe. Latency uses the wall clock of
@@ -99,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let seconds: f64 = opt("--seconds").map_or(Ok(10.0), |s| s.parse())?;
     let detector = opt("--detector");
+    let json_out = args.iter().any(|a| a == "--json");
 
     let mut client = ViewerClient::new(&["42e01f", "42001f"]).await?;
     let mut body = serde_json::json!({"sdp": client.offer_sdp(), "type": "offer"});
@@ -169,41 +173,19 @@ async fn main() -> anyhow::Result<()> {
     client.close().await;
 
     let span = first_t.map_or(0.0, |t| (last_t.saturating_sub(t)) as f64 / 1e6);
-    println!(
-        "server        {url} detector {}",
-        detector.as_deref().unwrap_or("(default)")
-    );
-    println!(
-        "answer        {:.1} ms after the POST",
-        answered.as_secs_f64() * 1000.0
-    );
-    println!(
-        "connected     {}",
-        connected.map_or("never".into(), |d| format!(
-            "{:.1} ms after the POST",
-            d.as_secs_f64() * 1000.0
-        ))
-    );
-    println!(
-        "first frame   {}",
-        first_frame.map_or("never".into(), |d| format!(
-            "{:.1} ms after the POST (decoded)",
-            d.as_secs_f64() * 1000.0
-        ))
-    );
-    println!(
-        "frames        {frames} decoded, {:.1} fps by the stripe clock, {no_stripe} without a stripe",
-        if span > 0.0 { (latencies.len().saturating_sub(1)) as f64 / span } else { 0.0 }
-    );
-    println!("sequence gaps {gaps} ({missing} frames never shown), {lost} frames discarded after packet loss");
+    let fps = if span > 0.0 {
+        (latencies.len().saturating_sub(1)) as f64 / span
+    } else {
+        0.0
+    };
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
     let n = latencies.len();
-    println!(
-        "latency       capture → decoded p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({n} frames)",
+    let (p50, p90, p99) = (
         pct(&mut latencies, 0.5),
         pct(&mut latencies, 0.9),
-        pct(&mut latencies, 0.99)
+        pct(&mut latencies, 0.99),
     );
-    if seconds >= 120.0 {
+    let drift = (seconds >= 120.0).then(|| {
         let total = started.elapsed().as_secs_f64();
         let mut first: Vec<f64> = timed.iter().filter(|t| t.0 < 60.0).map(|t| t.1).collect();
         let mut last: Vec<f64> = timed
@@ -211,15 +193,91 @@ async fn main() -> anyhow::Result<()> {
             .filter(|t| t.0 >= total - 60.0)
             .map(|t| t.1)
             .collect();
-        let (a, b) = (pct(&mut first, 0.5), pct(&mut last, 0.5));
+        (pct(&mut first, 0.5), pct(&mut last, 0.5), total)
+    });
+    if json_out {
+        let finite = |x: f64| if x.is_finite() { Some(x) } else { None };
         println!(
-            "drift         p50 first minute {a:.2} ms, last minute {b:.2} ms: {:+.2} ms over {:.0} s",
-            b - a,
-            total
+            "{}",
+            serde_json::json!({
+                "url": url,
+                "detector": detector,
+                "answer_ms": ms(Some(answered)),
+                "connected_ms": ms(connected),
+                "first_frame_ms": ms(first_frame),
+                "frames": frames,
+                "frames_without_stripe": no_stripe,
+                "fps": fps,
+                "sequence_gaps": gaps,
+                "frames_missing": missing,
+                "frames_discarded_after_loss": lost,
+                "latency_ms": {"p50": finite(p50), "p90": finite(p90), "p99": finite(p99), "samples": n},
+                "drift_ms": drift.map(|(a, b, _)| b - a),
+            })
+        );
+    } else {
+        print_report(
+            &url,
+            detector.as_deref(),
+            answered,
+            connected,
+            first_frame,
+            frames,
+            no_stripe,
+            fps,
+            gaps,
+            missing,
+            lost,
+            (p50, p90, p99, n),
+            drift,
         );
     }
     if frames == 0 {
         bail!("no frame was decoded");
     }
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_report(
+    url: &str,
+    detector: Option<&str>,
+    answered: Duration,
+    connected: Option<Duration>,
+    first_frame: Option<Duration>,
+    frames: u64,
+    no_stripe: u64,
+    fps: f64,
+    gaps: u64,
+    missing: u64,
+    lost: u64,
+    (p50, p90, p99, n): (f64, f64, f64, usize),
+    drift: Option<(f64, f64, f64)>,
+) {
+    println!(
+        "server        {url} detector {}",
+        detector.unwrap_or("(default)")
+    );
+    println!(
+        "answer        {:.1} ms after the POST",
+        answered.as_secs_f64() * 1000.0
+    );
+    let after = |d: Option<Duration>, what: &str| {
+        d.map_or("never".into(), |d| {
+            format!("{:.1} ms after the POST{what}", d.as_secs_f64() * 1000.0)
+        })
+    };
+    println!("connected     {}", after(connected, ""));
+    println!("first frame   {}", after(first_frame, " (decoded)"));
+    println!("frames        {frames} decoded, {fps:.1} fps by the stripe clock, {no_stripe} without a stripe");
+    println!("sequence gaps {gaps} ({missing} frames never shown), {lost} frames discarded after packet loss");
+    println!(
+        "latency       capture → decoded p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms ({n} frames)"
+    );
+    if let Some((a, b, total)) = drift {
+        println!(
+            "drift         p50 first minute {a:.2} ms, last minute {b:.2} ms: {:+.2} ms over {total:.0} s",
+            b - a
+        );
+    }
 }
