@@ -1,23 +1,38 @@
-//! Frame sources (a synthetic detector and, optionally, a local camera) and the plumbing
-//! that moves their frames to the encoder.
+//! Frame sources (a synthetic detector, file replay, frames pushed by other software and,
+//! optionally, a local camera) and the plumbing that moves their frames to the encoder.
 //!
 //! Each source runs on its own OS thread ([`spawn_capture`]) because sources block
 //! (pacing sleeps, camera driver reads) and must not stall the async runtime. Frames go
 //! through a latest-wins slot ([`queue::latest_queue`]): a live view wants the newest
 //! picture, never a backlog, so a slow consumer causes counted drops instead of latency.
+//!
+//! Sources: [`synthetic`] (generated pattern), [`replay`] (TIFF stacks or PNG folders
+//! played in a loop), [`push`] (frames sent by other software, with its wire format) and
+//! [`camera`]. Invariants: `seq` increases from frame to frame of a source; a source
+//! that waits for outside input returns [`CaptureError::NoFrameYet`] at least every
+//! [`PUSH_POLL_INTERVAL`], so stopping a detector never waits for a client.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use lumacast_frame::{Frame, FrameError, PixelFormat};
 
 pub mod camera;
+mod pace;
+pub mod push;
 pub mod queue;
+pub mod replay;
 pub mod synthetic;
 
 pub use camera::{list_cameras, CameraInfo, CameraSource};
+pub use push::{
+    parse_push_frame, push_channel, PushHandle, PushHeader, PushSource, MAX_PUSH_BYTES,
+    MAX_PUSH_SIDE, PUSH_HEADER_LEN, PUSH_MAGIC, PUSH_POLL_INTERVAL, PUSH_VERSION,
+};
 pub use queue::{latest_queue, FrameReceiver, FrameSender, RecvError, TryRecvError};
+pub use replay::{ReplaySource, REPLAY_MEMORY_LIMIT};
 pub use synthetic::{SyntheticConfig, SyntheticSource};
 
 /// Why a source could not be opened or could not deliver a frame.
@@ -39,12 +54,37 @@ pub enum CaptureError {
     /// A produced frame was inconsistent (a bug in the source).
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A frame pushed by other software (see [`push`]) is malformed or too large; the
+    /// message says exactly what is wrong, for the client.
+    #[error("bad pushed frame: {0}")]
+    BadPushFrame(String),
+    /// The replay file or folder cannot be used (see [`replay`]).
+    #[error("cannot replay {path}: {message}")]
+    Replay {
+        /// The file or folder at fault (the page or image inside it is in `message`).
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The source has ended normally and will produce no more frames: every
+    /// [`PushHandle`] was closed or dropped. Also returned by [`PushHandle::push`] once
+    /// the detector has stopped. [`spawn_capture`] ends quietly (info level) on it.
+    #[error("the frame source has ended (closed, or its detector was stopped)")]
+    Ended,
+    /// Not a failure: no frame arrived within `waited`. Sources that wait for frames from
+    /// outside ([`PushSource`]) return it periodically so that [`spawn_capture`] can check
+    /// its stop flag; it simply calls [`FrameSource::next_frame`] again.
+    #[error("no frame arrived within {waited:?}")]
+    NoFrameYet {
+        /// How long the source waited.
+        waited: Duration,
+    },
 }
 
 /// What a source produces, for logs and for configuring the encoder up front.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {
-    /// Source type, e.g. "synthetic" or "camera".
+    /// Source type, e.g. "synthetic", "camera", "replay" or "push".
     pub kind: &'static str,
     /// Frame width in pixels.
     pub width: u32,
@@ -64,17 +104,21 @@ pub trait FrameSource: Send {
     fn describe(&self) -> SourceInfo;
 
     /// Blocks until the next frame is due, then returns it with `seq` and capture time
-    /// set. An error ends the capture loop of [`spawn_capture`].
+    /// set. An error ends the capture loop of [`spawn_capture`], except
+    /// [`CaptureError::NoFrameYet`] (the loop re-checks its stop flag and calls again);
+    /// [`CaptureError::Ended`] ends it as a normal end of stream.
     fn next_frame(&mut self) -> Result<Frame, CaptureError>;
 }
 
 /// Runs `source` on a thread named `cap-{name}`, pushing every frame into `tx`.
 ///
 /// The loop ends when `stop` is set (checked between frames, so it takes at most one
-/// frame period), when the source returns an error (logged), or when the receiving side
-/// of `tx` is gone (nobody would ever see the frames). Dropping `tx` at the end wakes the
-/// receiver with [`RecvError::Disconnected`]. Frame drops caused by a slow consumer are
-/// logged once and then only counted ([`FrameSender::dropped`]), to avoid log floods.
+/// frame period, or one [`CaptureError::NoFrameYet`] wait for sources fed from outside),
+/// when the source ends ([`CaptureError::Ended`], logged at info) or fails (any other
+/// error, logged), or when the receiving side of `tx` is gone (nobody would ever see the
+/// frames). Dropping `tx` at the end wakes the receiver with [`RecvError::Disconnected`].
+/// Frame drops caused by a slow consumer are logged once and then only counted
+/// ([`FrameSender::dropped`]), to avoid log floods.
 pub fn spawn_capture(
     name: String,
     mut source: Box<dyn FrameSource>,
@@ -114,6 +158,11 @@ pub fn spawn_capture(
                              (logged once, then only counted)"
                             );
                         }
+                    }
+                    Err(CaptureError::NoFrameYet { .. }) => {}
+                    Err(CaptureError::Ended) => {
+                        tracing::info!("source ended");
+                        break;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "capture failed; stopping");

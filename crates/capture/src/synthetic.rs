@@ -9,10 +9,11 @@
 //! each frame copies a window of it at a moving offset (seamless thanks to the
 //! periodicity) and adds noise from a precomputed table at random row offsets.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use lumacast_frame::{stripe, Frame, PixelFormat};
 
+use crate::pace::Pacer;
 use crate::{CaptureError, FrameSource, SourceInfo};
 
 /// Spatial period of the pattern, in pixels.
@@ -49,14 +50,6 @@ impl Default for SyntheticConfig {
     }
 }
 
-/// Frame pacing on an absolute schedule: frame `n` is due at `anchor + n / fps`, so sleep
-/// overshoot does not accumulate into drift.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    anchor: Instant,
-    index: u64,
-}
-
 /// Synthetic detector; see the module docs.
 pub struct SyntheticSource {
     config: SyntheticConfig,
@@ -69,8 +62,7 @@ pub struct SyntheticSource {
     noise: Vec<i16>,
     rng: u64,
     seq: u64,
-    period: Duration,
-    schedule: Option<Schedule>,
+    pacer: Pacer,
 }
 
 impl SyntheticSource {
@@ -118,7 +110,7 @@ impl SyntheticSource {
             .collect();
 
         Ok(SyntheticSource {
-            period: Duration::from_secs_f64(1.0 / config.fps),
+            pacer: Pacer::new(config.fps),
             config,
             format,
             base,
@@ -126,7 +118,6 @@ impl SyntheticSource {
             noise,
             rng,
             seq: 0,
-            schedule: None,
         })
     }
 
@@ -160,27 +151,6 @@ impl SyntheticSource {
         }
         data
     }
-
-    /// Sleeps until the current frame is due and advances the schedule. If the caller
-    /// fell behind by more than a frame (e.g. the process was stopped), the schedule is
-    /// re-anchored instead of producing a burst of catch-up frames.
-    fn wait_until_due(&mut self) {
-        let now = Instant::now();
-        let schedule = self.schedule.get_or_insert(Schedule {
-            anchor: now,
-            index: 0,
-        });
-        let due = schedule.anchor + self.period.mul_f64(schedule.index as f64);
-        if due > now {
-            std::thread::sleep(due - now);
-        } else if now - due > self.period {
-            *schedule = Schedule {
-                anchor: now,
-                index: 0,
-            };
-        }
-        schedule.index += 1;
-    }
 }
 
 impl std::fmt::Debug for SyntheticSource {
@@ -210,7 +180,7 @@ impl FrameSource for SyntheticSource {
     fn next_frame(&mut self) -> Result<Frame, CaptureError> {
         let seq = self.seq;
         let data = self.render(seq);
-        self.wait_until_due();
+        self.pacer.wait_until_due();
         let mut frame = Frame::new(
             self.config.width,
             self.config.height,
@@ -263,6 +233,7 @@ fn pattern_tile(lo: i32, hi: i32) -> Vec<u16> {
 mod tests {
     use super::*;
     use lumacast_frame::{to_i420, I420Frame};
+    use std::time::Duration;
 
     fn source(width: u32, height: u32, fps: f64, bit_depth: u8) -> SyntheticSource {
         SyntheticSource::new(SyntheticConfig {
