@@ -94,6 +94,17 @@ pub enum SourceKind {
         height: u32,
         fps: f64,
     },
+    /// A multi-page TIFF or a folder of PNG images played in a loop.
+    Replay { path: std::path::PathBuf, fps: f64 },
+    /// Frames pushed by other software to `POST /api/detectors/{name}/frames`. The size
+    /// and depth are nominal (for validating parameters before the first frame); frames
+    /// may differ.
+    Push {
+        width: u32,
+        height: u32,
+        bits: u8,
+        fps: f64,
+    },
 }
 
 /// One configured detector.
@@ -111,6 +122,52 @@ impl DetectorSpec {
         match self.kind {
             SourceKind::Synthetic { .. } => "synthetic",
             SourceKind::Camera { .. } => "camera",
+            SourceKind::Replay { .. } => "replay",
+            SourceKind::Push { .. } => "push",
+        }
+    }
+
+    /// The configured frame rate.
+    pub fn nominal_fps(&self) -> f64 {
+        match &self.kind {
+            SourceKind::Synthetic { fps, .. }
+            | SourceKind::Camera { fps, .. }
+            | SourceKind::Replay { fps, .. }
+            | SourceKind::Push { fps, .. } => *fps,
+        }
+    }
+
+    /// The shape of this detector's frames as configured (replay files are only read
+    /// when the detector starts: until then their size is unknown, reported as 0x0).
+    pub fn nominal_shape(&self) -> crate::params::SourceShape {
+        use lumacast_frame::PixelFormat;
+        let mono = |bits: u8| {
+            if bits <= 8 {
+                PixelFormat::Mono8
+            } else {
+                PixelFormat::Mono16 { bit_depth: bits }
+            }
+        };
+        let (width, height, format) = match &self.kind {
+            SourceKind::Synthetic {
+                width,
+                height,
+                bits,
+                ..
+            }
+            | SourceKind::Push {
+                width,
+                height,
+                bits,
+                ..
+            } => (*width, *height, mono(*bits)),
+            SourceKind::Camera { width, height, .. } => (*width, *height, PixelFormat::Rgb8),
+            SourceKind::Replay { .. } => (0, 0, PixelFormat::Mono16 { bit_depth: 16 }),
+        };
+        crate::params::SourceShape {
+            width,
+            height,
+            format,
         }
     }
 
@@ -138,6 +195,7 @@ impl DetectorSpec {
         let mut index = 0u32;
         let mut bitrate = defaults.bitrate;
         let mut keyint = defaults.keyint;
+        let mut path = None;
         for kv in parts {
             let (k, v) = kv
                 .split_once('=')
@@ -151,6 +209,7 @@ impl DetectorSpec {
                 "index" => index = v.parse::<u32>().map_err(|e| bad(&e))?,
                 "bitrate" => bitrate = v.parse::<u32>().map_err(|e| bad(&e))?,
                 "keyint" => keyint = v.parse::<u32>().map_err(|e| bad(&e))?,
+                "path" => path = Some(std::path::PathBuf::from(v.trim())),
                 other => return Err(format!("detector \"{name}\": unknown key \"{other}\"")),
             }
         }
@@ -181,11 +240,26 @@ impl DetectorSpec {
                 height: height.unwrap_or(720),
                 fps,
             },
-            other => {
-                return Err(format!(
-                    "detector \"{name}\": unknown kind \"{other}\" (synthetic or camera)"
-                ))
+            "replay" => SourceKind::Replay {
+                path: path.ok_or_else(|| {
+                    format!("detector \"{name}\": replay needs path=FILE.tif or path=FOLDER")
+                })?,
+                fps,
+            },
+            "push" => {
+                if !(8..=16).contains(&bits) {
+                    return Err(format!("detector \"{name}\": bits must be 8..=16"));
+                }
+                SourceKind::Push {
+                    width: width.unwrap_or(1280),
+                    height: height.unwrap_or(720),
+                    bits,
+                    fps,
+                }
             }
+            other => return Err(format!(
+                "detector \"{name}\": unknown kind \"{other}\" (synthetic, camera, replay or push)"
+            )),
         };
         Ok(DetectorSpec {
             name: name.to_string(),

@@ -7,10 +7,11 @@
 //! while threads are started or joined.
 
 use crate::config::{DetectorSpec, SourceKind};
-use crate::pipeline::{EncodeSettings, EncoderThread, KeyframeGate, PipelineStats};
+use crate::params::{ParamsCell, SourceShape, StreamParams};
+use crate::pipeline::{EncoderThread, KeyframeGate, LatestFrame, PipelineStats};
 use lumacast_capture::{
-    latest_queue, spawn_capture, CameraSource, CaptureError, FrameSource, SourceInfo,
-    SyntheticConfig, SyntheticSource,
+    latest_queue, push_channel, spawn_capture, CameraSource, CaptureError, FrameSource, PushHandle,
+    ReplaySource, SourceInfo, SyntheticConfig, SyntheticSource,
 };
 use lumacast_rtc::{FrameBus, KeyframeRequest, ViewerRegistry};
 use std::collections::BTreeMap;
@@ -49,6 +50,10 @@ pub struct Running {
     pub viewers: ViewerRegistry,
     pub gate: Arc<KeyframeGate>,
     pub stats: Arc<PipelineStats>,
+    /// The newest raw frame (snapshots, histograms).
+    pub latest: Arc<LatestFrame>,
+    /// Where pushed frames go (push detectors only).
+    pub push: Option<PushHandle>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -64,6 +69,10 @@ impl Running {
     /// (at most a frame period plus one encode), so call it off the async runtime.
     fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(p) = &self.push {
+            // Wakes the capture thread waiting for the next pushed frame.
+            p.close();
+        }
         self.viewers.close_all();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
@@ -74,6 +83,8 @@ impl Running {
 
 struct Slot {
     spec: DetectorSpec,
+    /// Stream parameters; they outlive a stop and restart.
+    params: Arc<ParamsCell>,
     running: Option<Arc<Running>>,
 }
 
@@ -105,6 +116,10 @@ impl Detectors {
                 (
                     spec.name.clone(),
                     Slot {
+                        params: Arc::new(ParamsCell::new(StreamParams::new(
+                            spec.bitrate,
+                            spec.keyint,
+                        ))),
                         spec,
                         running: None,
                     },
@@ -151,6 +166,43 @@ impl Detectors {
         self.order.clone()
     }
 
+    /// The kind of detector `name` is ("synthetic", "camera", "replay", "push").
+    pub fn kind(&self, name: &str) -> Result<&'static str, DetectorError> {
+        self.lock()
+            .get(name)
+            .map(|s| s.spec.kind_name())
+            .ok_or_else(|| DetectorError::Unknown(name.to_string()))
+    }
+
+    /// The stream parameters of `name` and the shape of its frames (from the running
+    /// source, else from the configuration).
+    pub fn params(&self, name: &str) -> Result<(Arc<ParamsCell>, SourceShape), DetectorError> {
+        let slots = self.lock();
+        let slot = slots
+            .get(name)
+            .ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
+        let shape = match &slot.running {
+            Some(r) => SourceShape {
+                width: r.info.width,
+                height: r.info.height,
+                format: r.info.format,
+            },
+            None => slot.spec.nominal_shape(),
+        };
+        // A replay file's size is known only once it is read: until then, only the
+        // checks that need no frame size apply.
+        let shape = if shape.width == 0 {
+            SourceShape {
+                width: u32::MAX,
+                height: u32::MAX,
+                ..shape
+            }
+        } else {
+            shape
+        };
+        Ok((slot.params.clone(), shape))
+    }
+
     /// Starts `name` if it is not running. Returns the running detector and whether this
     /// call started it. Blocking (opens the source): call it from `spawn_blocking`.
     pub fn start(&self, name: &str) -> Result<(Arc<Running>, bool), DetectorError> {
@@ -162,9 +214,9 @@ impl Detectors {
             if let Some(r) = &slot.running {
                 return Ok((r.clone(), false));
             }
-            slot.spec.clone()
+            (slot.spec.clone(), slot.params.clone())
         };
-        let running = Arc::new(launch(&spec)?);
+        let running = Arc::new(launch(&spec.0, spec.1)?);
         let mut slots = self.lock();
         let slot = slots
             .get_mut(name)
@@ -213,33 +265,22 @@ impl Detectors {
             .iter()
             .filter_map(|n| slots.get(n))
             .map(|slot| {
-                let (w, h, fps, fmt) = match (&slot.running, &slot.spec.kind) {
-                    (Some(r), _) => (
+                let (w, h, fps, fmt) = match &slot.running {
+                    Some(r) => (
                         r.info.width,
                         r.info.height,
                         r.info.fps,
                         r.info.format.name().to_string(),
                     ),
-                    (
-                        None,
-                        SourceKind::Synthetic {
-                            width,
-                            height,
-                            fps,
-                            bits,
-                        },
-                    ) => (
-                        *width,
-                        *height,
-                        *fps,
-                        if *bits == 8 { "mono8" } else { "mono16" }.to_string(),
-                    ),
-                    (
-                        None,
-                        SourceKind::Camera {
-                            width, height, fps, ..
-                        },
-                    ) => (*width, *height, *fps, "rgb8".to_string()),
+                    None => {
+                        let shape = slot.spec.nominal_shape();
+                        (
+                            shape.width,
+                            shape.height,
+                            slot.spec.nominal_fps(),
+                            shape.format.name().to_string(),
+                        )
+                    }
                 };
                 DetectorStatus {
                     name: slot.spec.name.clone(),
@@ -256,36 +297,58 @@ impl Detectors {
     }
 }
 
-fn open_source(spec: &DetectorSpec) -> Result<Box<dyn FrameSource>, CaptureError> {
-    Ok(match spec.kind {
+/// Opens the source of `spec`; for a push detector also the handle frames are pushed
+/// through.
+fn open_source(
+    spec: &DetectorSpec,
+) -> Result<(Box<dyn FrameSource>, Option<PushHandle>), CaptureError> {
+    Ok(match &spec.kind {
         SourceKind::Synthetic {
             width,
             height,
             fps,
             bits,
-        } => Box::new(SyntheticSource::new(SyntheticConfig {
-            width,
-            height,
-            fps,
-            bit_depth: bits,
-        })?),
+        } => (
+            Box::new(SyntheticSource::new(SyntheticConfig {
+                width: *width,
+                height: *height,
+                fps: *fps,
+                bit_depth: *bits,
+            })?),
+            None,
+        ),
         SourceKind::Camera {
             index,
             width,
             height,
             fps,
-        } => Box::new(CameraSource::open(
-            index,
-            width,
-            height,
-            fps.round() as u32,
-        )?),
+        } => (
+            Box::new(CameraSource::open(
+                *index,
+                *width,
+                *height,
+                fps.round() as u32,
+            )?),
+            None,
+        ),
+        SourceKind::Replay { path, fps } => (Box::new(ReplaySource::open(path, *fps)?), None),
+        SourceKind::Push { fps, .. } => {
+            let shape = spec.nominal_shape();
+            let (source, handle) = push_channel(SourceInfo {
+                kind: "push",
+                width: shape.width,
+                height: shape.height,
+                format: shape.format,
+                fps: *fps,
+            });
+            (Box::new(source), Some(handle))
+        }
     })
 }
 
-fn launch(spec: &DetectorSpec) -> Result<Running, DetectorError> {
+fn launch(spec: &DetectorSpec, params: Arc<ParamsCell>) -> Result<Running, DetectorError> {
     let name = spec.name.clone();
-    let source = open_source(spec).map_err(|source| {
+    let (source, push) = open_source(spec).map_err(|source| {
         warn!(detector = %name, error = %source, "detector cannot start");
         DetectorError::Start {
             name: name.clone(),
@@ -298,6 +361,7 @@ fn launch(spec: &DetectorSpec) -> Result<Running, DetectorError> {
     let bus = FrameBus::new();
     let gate = Arc::new(KeyframeGate::default());
     let stats = Arc::new(PipelineStats::default());
+    let latest = Arc::new(LatestFrame::default());
     let thread_err = |source| DetectorError::Thread {
         name: name.clone(),
         source,
@@ -309,11 +373,9 @@ fn launch(spec: &DetectorSpec) -> Result<Running, DetectorError> {
         gate: gate.clone(),
         stats: stats.clone(),
         stop: stop.clone(),
-        settings: EncodeSettings {
-            bitrate: spec.bitrate,
-            fps: info.fps,
-            keyint: spec.keyint,
-        },
+        fps: info.fps,
+        params,
+        latest: latest.clone(),
     }
     .spawn()
     .map_err(thread_err)?;
@@ -333,6 +395,8 @@ fn launch(spec: &DetectorSpec) -> Result<Running, DetectorError> {
         viewers: ViewerRegistry::new(),
         gate,
         stats,
+        latest,
+        push,
         stop,
         threads: Mutex::new(vec![capture, encoder]),
     })

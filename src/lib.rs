@@ -8,6 +8,7 @@ pub mod config;
 pub mod detector;
 pub mod http;
 pub mod metrics;
+pub mod params;
 pub mod pipeline;
 
 pub use config::Config;

@@ -1,9 +1,10 @@
 //! The encoder thread of one detector: take the newest frame, convert, encode once,
 //! packetize once, publish to every viewer.
 
+use crate::params::{ParamsCell, StreamParams};
 use lumacast_capture::{FrameReceiver, RecvError};
 use lumacast_encode::{Encoder, EncoderConfig};
-use lumacast_frame::{Converter, I420Frame};
+use lumacast_frame::{DisplayMapper, Frame, I420Frame};
 use lumacast_rtc::{FrameBus, MediaFrame, Packetizer};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,12 +20,22 @@ pub const MIN_FORCED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(200);
 /// Per-frame timings kept for the stats endpoints (bounded ring).
 const TIMING_WINDOW: usize = 512;
 
-/// Encoder settings a detector runs with (0 = choose from the size).
-#[derive(Debug, Clone, Copy)]
-pub struct EncodeSettings {
-    pub bitrate: u32,
-    pub fps: f64,
-    pub keyint: u32,
+/// The newest raw frame the encoder thread took, for snapshots and histograms, and the
+/// display window it was shown with. Holding it costs no copy: the encoder thread moves
+/// each frame in when it is done with it.
+#[derive(Default)]
+pub struct LatestFrame {
+    inner: Mutex<(Option<Arc<Frame>>, Option<(u32, u32)>)>,
+}
+
+impl LatestFrame {
+    pub fn get(&self) -> (Option<Arc<Frame>>, Option<(u32, u32)>) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, frame: Frame, window: Option<(u32, u32)>) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (Some(Arc::new(frame)), window);
+    }
 }
 
 /// Counters and recent timings, written by the encoder thread, read by HTTP handlers.
@@ -37,6 +48,8 @@ pub struct PipelineStats {
     pub queue_drops: AtomicU64,
     pub keyframes_periodic: AtomicU64,
     pub keyframes_requested: AtomicU64,
+    /// Frames skipped to honour `max_fps`.
+    pub frames_throttled: AtomicU64,
     pub bytes_out: AtomicU64,
     pub convert_errors: AtomicU64,
     pub encode_errors: AtomicU64,
@@ -210,7 +223,10 @@ pub struct EncoderThread {
     pub gate: Arc<KeyframeGate>,
     pub stats: Arc<PipelineStats>,
     pub stop: Arc<AtomicBool>,
-    pub settings: EncodeSettings,
+    /// The detector's nominal frame rate (encoder rate control).
+    pub fps: f64,
+    pub params: Arc<ParamsCell>,
+    pub latest: Arc<LatestFrame>,
 }
 
 impl EncoderThread {
@@ -224,23 +240,33 @@ impl EncoderThread {
             })
     }
 
-    fn encoder_config(&self, width: u32, height: u32, full_range: bool) -> EncoderConfig {
+    fn encoder_config(
+        &self,
+        p: &StreamParams,
+        width: u32,
+        height: u32,
+        full_range: bool,
+    ) -> EncoderConfig {
         let mut cfg = EncoderConfig::new(width, height);
         // Mono frames are mapped to full-range luma, RGB to BT.601 limited range
-        // (crates/frame/src/convert.rs): the stream header must say which.
+        // (crates/frame): the stream header must say which.
         cfg.full_range = full_range;
-        cfg.fps = self.settings.fps.clamp(1.0, 60.0) as f32;
-        if self.settings.bitrate > 0 {
-            cfg.bitrate_bps = self.settings.bitrate;
-        } else {
-            cfg.bitrate_bps = lumacast_encode::default_bitrate_bps(width, height, cfg.fps);
-        }
-        cfg.keyframe_interval = self.settings.keyint;
+        let fps = p.max_fps.map_or(self.fps, |m| m.min(self.fps));
+        cfg.fps = fps.clamp(1.0, 60.0) as f32;
+        cfg.bitrate_bps = p
+            .bitrate
+            .unwrap_or_else(|| lumacast_encode::default_bitrate_bps(width, height, cfg.fps));
+        cfg.keyframe_interval = p.keyint;
         cfg
     }
 
     fn run(self) {
-        let mut converter = Converter::new(None);
+        let mut params = self.params.get();
+        let mut params_version = self.params.version();
+        let mut mapper = DisplayMapper::new(params.display.clone(), params.geometry);
+        // Throttle (max_fps): the next frame is sent when its capture time reaches `next_due`.
+        let mut next_due: Option<Instant> = None;
+        let mut logged_geometry_error = false;
         let mut i420 = I420Frame::default();
         let mut encoder: Option<Encoder> = None;
         let mut packetizer = Packetizer::new();
@@ -279,11 +305,14 @@ impl EncoderThread {
                 }
                 idle = true;
                 self.stats.frames_idle.fetch_add(1, Ordering::Relaxed);
+                let window = mapper.effective_window();
                 self.stats.record(StageSample {
                     at: taken,
                     queue_us: us(queue_wait),
                     work: None,
                 });
+                // Snapshots and histograms work without viewers too.
+                self.latest.set(frame, window);
                 continue;
             }
             if idle {
@@ -291,13 +320,87 @@ impl EncoderThread {
                 idle = false;
             }
 
-            if let Err(e) = converter.convert(&frame, &mut i420) {
-                self.stats.convert_errors.fetch_add(1, Ordering::Relaxed);
-                if !logged_convert_error {
-                    error!(error = %e, width = frame.width, height = frame.height, "cannot convert frames of this detector (logged once)");
-                    logged_convert_error = true;
+            // New parameters apply from this frame on.
+            let v = self.params.version();
+            if v != params_version {
+                let new = self.params.get();
+                info!(params = %new.to_json(), "stream parameters changed");
+                if new.display != params.display {
+                    mapper.set_settings(new.display.clone());
                 }
-                continue;
+                if new.geometry != params.geometry {
+                    mapper.set_geometry(new.geometry);
+                    logged_geometry_error = false;
+                }
+                if let Some(enc) = encoder.as_mut() {
+                    if new.keyint != params.keyint || new.max_fps != params.max_fps {
+                        // Rebuilt at this frame, starting with an IDR.
+                        encoder = None;
+                    } else if new.bitrate != params.bitrate {
+                        let c = *enc.config();
+                        let b = new.bitrate.unwrap_or_else(|| {
+                            lumacast_encode::default_bitrate_bps(c.width, c.height, c.fps)
+                        });
+                        if let Err(e) = enc.set_bitrate(b) {
+                            warn!(error = %e, "changing the bitrate failed; rebuilding the encoder");
+                            encoder = None;
+                        }
+                    }
+                }
+                if new.max_fps != params.max_fps {
+                    next_due = None;
+                }
+                params = new;
+                params_version = v;
+            }
+
+            // max_fps: skip frames that come sooner than the cap allows. The schedule
+            // advances by whole periods, so a 30 fps source capped at 10 sends every third
+            // frame rather than drifting.
+            if let Some(max_fps) = params.max_fps {
+                let period = Duration::from_secs_f64(1.0 / max_fps);
+                let t = frame.captured_mono;
+                match next_due {
+                    Some(due) if t + period / 4 < due => {
+                        self.stats.frames_throttled.fetch_add(1, Ordering::Relaxed);
+                        self.stats.record(StageSample {
+                            at: taken,
+                            queue_us: us(queue_wait),
+                            work: None,
+                        });
+                        continue;
+                    }
+                    Some(due) => {
+                        let mut d = due + period;
+                        if d + period < t {
+                            d = t + period; // far behind (pause): restart the schedule
+                        }
+                        next_due = Some(d);
+                    }
+                    None => next_due = Some(t + period),
+                }
+            }
+
+            if let Err(e) = mapper.map(&frame, &mut i420) {
+                // A region of interest that no longer fits (the source changed size):
+                // show the whole frame rather than nothing.
+                if !logged_geometry_error
+                    && mapper.geometry() != &lumacast_frame::Geometry::default()
+                {
+                    warn!(error = %e, width = frame.width, height = frame.height, "the stream geometry does not fit this frame; showing the whole frame (logged once)");
+                    logged_geometry_error = true;
+                    mapper.set_geometry(lumacast_frame::Geometry::default());
+                    if mapper.map(&frame, &mut i420).is_err() {
+                        continue;
+                    }
+                } else {
+                    self.stats.convert_errors.fetch_add(1, Ordering::Relaxed);
+                    if !logged_convert_error {
+                        error!(error = %e, width = frame.width, height = frame.height, "cannot convert frames of this detector (logged once)");
+                        logged_convert_error = true;
+                    }
+                    continue;
+                }
             }
 
             let converted = Instant::now();
@@ -313,7 +416,7 @@ impl EncoderThread {
             };
             if needs_new {
                 let full_range = !matches!(frame.format, lumacast_frame::PixelFormat::Rgb8);
-                let cfg = self.encoder_config(i420.width, i420.height, full_range);
+                let cfg = self.encoder_config(&params, i420.width, i420.height, full_range);
                 match Encoder::new(cfg) {
                     Ok(enc) => {
                         info!(
@@ -394,6 +497,7 @@ impl EncoderThread {
             m.frames_encoded.increment(1);
             m.bytes_encoded.increment(bytes);
             let rtp_ts = (frame.captured_mono.duration_since(started).as_micros() * 9 / 100) as u32;
+            let captured_mono = frame.captured_mono;
             let media = Arc::new(MediaFrame {
                 seq: frame.seq,
                 rtp_ts,
@@ -404,6 +508,8 @@ impl EncoderThread {
                 encoded: encoded_at,
             });
             self.bus.publish(media);
+            // Off the critical path: the packets are out to the viewers already.
+            self.latest.set(frame, mapper.effective_window());
             self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
             self.stats.record(StageSample {
                 at: taken,
@@ -413,7 +519,7 @@ impl EncoderThread {
                     encode_us: us(encoded_at.duration_since(t0)),
                     packetize_us: us(packetized.duration_since(encoded_at)),
                     capture_to_packetized_us: us(
-                        packetized.saturating_duration_since(frame.captured_mono)
+                        packetized.saturating_duration_since(captured_mono)
                     ),
                     bytes: bytes as u32,
                     keyframe: encoded.keyframe,

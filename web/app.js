@@ -236,19 +236,129 @@ if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
 }
 setInterval(drawChart, 500);
 
+
+// ── Display and stream controls ─────────────────────────────────────────────────
+// Every change is a PATCH of /api/detectors/{name}/params: the server maps the raw
+// frame before encoding, so all viewers see it at once and nobody reconnects.
+let params = null;          // parameters in force, as the server last reported them
+let maxValue = 4095;        // full scale of the detector's raw data
+let patchTimer = null, pendingPatch = {};
+const paramStatus = $("paramStatus");
+
+function detectorPath(suffix) { return `/api/detectors/${encodeURIComponent(select.value)}/${suffix}`; }
+
+function showParams(view) {
+  params = view.params;
+  maxValue = (view.source && view.source.max_value) || maxValue;
+  for (const id of ["wmin", "wmax"]) $(id).max = maxValue;
+  const win = params.window_mode === "manual" ? [params.window_min, params.window_max]
+    : (view.effective_window || [0, maxValue]);
+  if (document.activeElement !== $("wmin")) { $("wmin").value = win[0]; $("wminN").value = win[0]; }
+  if (document.activeElement !== $("wmax")) { $("wmax").value = win[1]; $("wmaxN").value = win[1]; }
+  $("autoLive").checked = params.window_mode === "auto";
+  $("gamma").value = Math.log10(params.gamma).toFixed(2);
+  $("gammaV").textContent = params.gamma.toFixed(2);
+  $("colormap").value = params.colormap;
+  $("maxFps").value = params.max_fps ?? "";
+  $("bitrate").value = params.bitrate ? (params.bitrate / 1e6).toFixed(1) : "";
+  $("maxWidth").value = params.max_width ?? "";
+  $("binning").value = String(params.binning);
+  for (const [id, q] of [["snapRaw", ""], ["snapTiff", "?format=tiff"], ["snapDisplay", "?kind=display"]]) {
+    $(id).href = detectorPath("snapshot") + q;
+  }
+}
+
+async function loadParams() {
+  try { showParams(await api(detectorPath("params"))); } catch (e) { paramStatus.textContent = e.message; }
+}
+
+async function sendPatch(change) {
+  Object.assign(pendingPatch, change);
+  clearTimeout(patchTimer);
+  // Coalesce slider moves: at most one request per 80 ms.
+  patchTimer = setTimeout(async () => {
+    const body = pendingPatch; pendingPatch = {};
+    try {
+      const res = await fetch(detectorPath("params"), {
+        method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      const json = await res.json();
+      if (!res.ok) { paramStatus.textContent = `✗ ${json.message}`; paramStatus.className = "bad"; loadParams(); return; }
+      paramStatus.textContent = "✓ applied"; paramStatus.className = "ok";
+      showParams(json);
+    } catch (e) { paramStatus.textContent = `✗ ${e.message}`; paramStatus.className = "bad"; }
+  }, 80);
+}
+
+function windowChanged(fromNumber) {
+  let lo = Number(fromNumber ? $("wminN").value : $("wmin").value);
+  let hi = Number(fromNumber ? $("wmaxN").value : $("wmax").value);
+  if (lo >= hi) return;   // the server would refuse it: wait for a valid pair
+  $("wmin").value = lo; $("wminN").value = lo; $("wmax").value = hi; $("wmaxN").value = hi;
+  sendPatch({ window_mode: "manual", window_min: lo, window_max: hi });
+}
+$("wmin").oninput = () => windowChanged(false);
+$("wmax").oninput = () => windowChanged(false);
+$("wminN").onchange = () => windowChanged(true);
+$("wmaxN").onchange = () => windowChanged(true);
+$("autoOnce").onclick = async () => {
+  try {
+    const h = await api(detectorPath("histogram"));
+    if (h.p99_9 > h.p0_1) sendPatch({ window_mode: "manual", window_min: h.p0_1, window_max: h.p99_9 });
+  } catch (e) { paramStatus.textContent = e.message; }
+};
+$("autoLive").onchange = () => sendPatch({ window_mode: $("autoLive").checked ? "auto" : "full" });
+$("fullRange").onclick = () => sendPatch({ window_mode: "full" });
+$("gamma").oninput = () => {
+  const g = Math.pow(10, Number($("gamma").value));
+  $("gammaV").textContent = g.toFixed(2);
+  sendPatch({ gamma: Number(g.toFixed(3)) });
+};
+$("colormap").onchange = () => sendPatch({ colormap: $("colormap").value });
+$("maxFps").onchange = () => sendPatch({ max_fps: $("maxFps").value === "" ? null : Number($("maxFps").value) });
+$("bitrate").onchange = () => sendPatch({ bitrate: $("bitrate").value === "" ? null : Math.round(Number($("bitrate").value) * 1e6) });
+$("maxWidth").onchange = () => sendPatch({ max_width: $("maxWidth").value === "" ? null : Number($("maxWidth").value) });
+$("binning").onchange = () => sendPatch({ binning: Number($("binning").value) });
+$("toggleControls").onclick = () => $("controls").classList.toggle("hidden");
+
+async function updateHistogram() {
+  if (!wanted || $("controls").classList.contains("hidden")) return;
+  let h;
+  try { h = await api(detectorPath("histogram") + "?bins=128"); } catch (_) { return; }
+  const c = $("histogram"), ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  const logs = h.bins.map((n) => Math.log1p(n));
+  const top = Math.max(1, ...logs);
+  const bw = c.width / h.bins.length;
+  ctx.fillStyle = "#6a8";
+  logs.forEach((v, i) => { const hh = (v / top) * (c.height - 2); ctx.fillRect(i * bw, c.height - hh, Math.max(1, bw - 0.3), hh); });
+  if (h.window) {
+    const x = (v) => (v / (h.max_value + 1)) * c.width;
+    ctx.fillStyle = "rgba(255,200,80,.15)";
+    ctx.fillRect(x(h.window[0]), 0, x(h.window[1]) - x(h.window[0]), c.height);
+    ctx.strokeStyle = "#fc6"; ctx.beginPath();
+    for (const v of h.window) { ctx.moveTo(x(v) + .5, 0); ctx.lineTo(x(v) + .5, c.height); }
+    ctx.stroke();
+  }
+  $("histInfo").textContent = `raw ${h.min}…${h.max} of ${h.max_value}` + (h.window ? ` · window ${h.window[0]}…${h.window[1]}` : "");
+  window.lumacast.histogram = h;
+}
+setInterval(updateHistogram, 1000);
+
 $("start").onclick = start;
 $("stop").onclick = stop;
-select.onchange = () => { if (wanted) connect(); };
+select.onchange = () => { loadParams(); if (wanted) connect(); };
 setInterval(updateOverlay, 1000);
 
 // Expose a tiny hook for automated tests.
-window.lumacast = { start, stop, get pc() { return pc; } };
+window.lumacast = { start, stop, loadParams, get pc() { return pc; }, get params() { return params; } };
 
 (async () => {
   for (;;) {
     try { await loadDetectors(); break; }
     catch (e) { setStatus(`server unreachable: ${e.message}`, "bad"); await new Promise((r) => setTimeout(r, 1000)); }
   }
-  const params = new URLSearchParams(location.search);
-  if (params.get("autostart") !== "0") start();
+  loadParams();
+  const query = new URLSearchParams(location.search);
+  if (query.get("autostart") !== "0") start();
 })();

@@ -115,6 +115,7 @@ pub async fn stats(
             "frames_dropped_at_queue": load(&s.queue_drops),
             "frames_encoded": load(&s.frames_encoded),
             "frames_idle": load(&s.frames_idle),
+            "frames_throttled": load(&s.frames_throttled),
             "keyframes_periodic": load(&s.keyframes_periodic),
             "keyframes_requested": load(&s.keyframes_requested),
             "bytes_encoded": load(&s.bytes_out),

@@ -12,6 +12,16 @@ pub enum ApiError {
     /// Malformed request: bad JSON, garbage SDP, wrong field types (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A stream parameter with a bad value (400, naming the field).
+    #[error(transparent)]
+    Param(#[from] crate::params::ParamError),
+    /// A pushed frame that does not match its header, or another bad body (400).
+    #[error("{0}")]
+    BadFrame(String),
+    /// The endpoint exists, but not for this detector (409), e.g. pushing frames to a
+    /// synthetic detector.
+    #[error("{0}")]
+    Conflict(String),
     /// Unknown detector or viewer (404).
     #[error("{0}")]
     NotFound(String),
@@ -29,7 +39,10 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Param(_) | ApiError::BadFrame(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -46,7 +59,10 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = status.as_u16(), error = %self, "request rejected");
         }
-        let body = serde_json::json!({"status": "error", "message": self.to_string()});
+        let mut body = serde_json::json!({"status": "error", "message": self.to_string()});
+        if let ApiError::Param(p) = &self {
+            body["field"] = p.field.clone().into();
+        }
         (status, Json(body)).into_response()
     }
 }

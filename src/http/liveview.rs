@@ -11,7 +11,7 @@ use tracing::info;
 
 const PROTOCOL: &str = "webrtc";
 
-fn check_protocol(p: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+pub(crate) fn check_protocol(p: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
     match str_param(p, "protocol")? {
         None => Ok(()),
         Some(x) if x.eq_ignore_ascii_case(PROTOCOL) => Ok(()),
@@ -30,14 +30,22 @@ pub async fn start_live_view(
     let p = params(query, &body)?;
     check_protocol(&p)?;
     let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
+    // Parameters first: a bad one is a 400 and nothing starts.
+    let ignored = super::stream::apply_imswitch_params(
+        &state,
+        &name,
+        p.get("params").unwrap_or(&Value::Null),
+    )?;
     let s = state.clone();
     let n = name.clone();
     let (_running, started) = tokio::task::spawn_blocking(move || s.detectors.start(&n)).await??;
+    let (cell, _) = state.detectors.params(&name)?;
     Ok(Json(json!({
         "status": if started { "success" } else { "already_running" },
         "detector": name,
         "protocol": PROTOCOL,
-        "params": p.get("params").cloned().unwrap_or_else(|| json!({})),
+        "params": cell.get().to_json(),
+        "ignored": ignored,
     })))
 }
 
@@ -95,6 +103,7 @@ pub async fn webrtc_offer(
     // Judge the offer before touching any detector: a bad offer changes nothing.
     lumacast_rtc::analyze_offer(&sdp)?;
     let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
+    super::stream::apply_imswitch_params(&state, &name, p.get("params").unwrap_or(&Value::Null))?;
     let running = match state.detectors.running(&name) {
         Some(r) => r,
         None => {

@@ -4,6 +4,7 @@ mod detectors;
 mod error;
 mod liveview;
 mod page;
+mod stream;
 
 pub use error::ApiError;
 
@@ -26,6 +27,27 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(detectors::health))
         .route("/api/detectors", get(detectors::list))
         .route("/api/stats", get(detectors::stats))
+        .route(
+            "/api/detectors/{name}/params",
+            get(stream::get_params).patch(stream::patch_params),
+        )
+        .route("/api/detectors/{name}/snapshot", get(stream::snapshot))
+        .route(
+            "/api/detectors/{name}/histogram",
+            get(stream::histogram_view),
+        )
+        .route(
+            "/api/detectors/{name}/frames",
+            post(stream::push_frame).layer(DefaultBodyLimit::max(stream::MAX_PUSH_BODY_BYTES)),
+        )
+        .route(
+            "/LiveViewController/setStreamParameters",
+            post(stream::set_stream_parameters),
+        )
+        .route(
+            "/LiveViewController/getStreamParameters",
+            get(stream::get_stream_parameters),
+        )
         .route("/metrics", get(detectors::prometheus))
         .route(
             "/LiveViewController/getStreamDiagnostics",

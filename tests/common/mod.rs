@@ -65,6 +65,10 @@ impl TestServer {
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
         http(self.addr, "POST", path, Some(body)).await
     }
+
+    pub async fn patch(&self, path: &str, body: &str) -> (u16, Value) {
+        http(self.addr, "PATCH", path, Some(body)).await
+    }
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns status and JSON body (Null if not JSON).
@@ -110,6 +114,59 @@ pub async fn http_raw(
     (status, body)
 }
 
+/// One request returning the raw answer: status, lower-cased header block, body bytes
+/// (for binary bodies such as snapshots; chunked bodies are de-chunked).
+pub async fn http_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("HTTP response within 20 s")
+        .unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let headers = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    let status: u16 = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut rest = &buf[split + 4..];
+    let body = if headers.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        loop {
+            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[eol + 2 + n + 2..];
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    (status, headers, body)
+}
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((len, rest)) = s.split_once("\r\n") {
@@ -140,6 +197,14 @@ pub struct Seen {
     pub decoded_us: u64,
     pub first_packet_at: Instant,
     pub first_packet_us: u64,
+    /// Mean luma below the stripe (rows 64..), and mean chroma over the same rows.
+    pub mean_y: f64,
+    pub mean_u: f64,
+    pub mean_v: f64,
+}
+
+fn mean(v: &[u8]) -> f64 {
+    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64
 }
 
 /// A connected viewer that decodes.
@@ -203,7 +268,12 @@ impl Viewer {
                         );
                     }
                     if let Ok(Some(pic)) = decoded {
+                        let (w, h) = (pic.width as usize, pic.height as usize);
+                        let top = 64.min(h / 2);
                         out.push(Seen {
+                            mean_y: mean(&pic.y[top * w..h * w]),
+                            mean_u: mean(&pic.u[(top / 2) * w.div_ceil(2)..]),
+                            mean_v: mean(&pic.v[(top / 2) * w.div_ceil(2)..]),
                             stripe: stripe::read_luma(
                                 &pic.y,
                                 pic.width as usize,

@@ -1,20 +1,44 @@
-//! Frames as detectors produce them, and their conversion to I420 for the encoder.
+//! Frames as detectors produce them, and their mapping to I420 for the encoder.
+//!
+//! [`DisplayMapper`] (module `display`) applies what a user adjusts (region of interest,
+//! binning, size limit, contrast window, gamma, colour map); [`Converter`] is the same
+//! code reduced to a linear grey window. [`histogram`] and [`I420Frame::to_rgb8`] serve
+//! the UI (contrast dialog, snapshots).
 //!
 //! Invariants:
 //! - a [`Frame`]'s `data` length always equals `width * height * format.bytes_per_pixel()`
-//!   (checked by [`Frame::new`]);
-//! - an [`I420Frame`] produced by [`to_i420`] / [`Converter`] always has even,
-//!   encoder-acceptable dimensions: 16..=3840 wide and 16..=2160 high (the transposed
-//!   2160x3840 bound is *not* accepted; such frames are downscaled by an integer factor);
-//! - this crate has no tokio and no webrtc: it is pure, synchronous pixel code.
+//!   (checked by [`Frame::new`], and again before every conversion because the fields
+//!   are public);
+//! - an [`I420Frame`] produced by [`to_i420`] / [`Converter`] / [`DisplayMapper`] always
+//!   has even, encoder-acceptable dimensions: 16..=3840 wide and 16..=2160 high (the
+//!   transposed 2160x3840 bound is *not* accepted; such frames are downscaled by an
+//!   integer factor);
+//! - mono frames become **full-range** BT.601 YCbCr, RGB8 frames **limited-range**
+//!   BT.601: the encoder must signal the matching range;
+//! - with default settings, [`DisplayMapper`] and [`Converter`] write identical bytes,
+//!   in which full-scale white is Y 255 (or 235 for RGB) so the timestamp [`stripe`]
+//!   stays readable;
+//! - conversions allocate only when the output size or the settings change;
+//! - this crate has no tokio and no webrtc: it is pure, synchronous pixel code, and it
+//!   has no `unsafe`.
+
+#![forbid(unsafe_code)]
 
 use std::time::SystemTime;
 
 mod convert;
+mod display;
+mod kernels;
 pub mod stripe;
+mod viridis;
 
 pub use convert::{
     i420_dimensions, to_i420, Converter, DisplayWindow, I420Frame, MAX_HEIGHT, MAX_WIDTH, MIN_SIDE,
+};
+pub use display::{
+    histogram, Colormap, DisplayMapper, DisplaySettings, Geometry, Histogram, Roi, WindowMode,
+    AUTO_SAMPLES, AUTO_SMOOTHING, AUTO_WEIGHT, DEFAULT_HIGH_PERCENT, DEFAULT_LOW_PERCENT,
+    GAMMA_RANGE, MAX_BINNING,
 };
 
 /// Errors of frame construction and conversion.
@@ -34,6 +58,13 @@ pub enum FrameError {
     BadBitDepth(u8),
     #[error("display window min {min} must be below max {max}")]
     BadWindow { min: u32, max: u32 },
+    /// A display setting or geometry parameter the frame cannot be shown with; `field`
+    /// is the name of the API field the user sent (e.g. "gamma", "roi", "window_max").
+    #[error("invalid {field}: {message}")]
+    InvalidParam {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Pixel layout of a detector frame.
