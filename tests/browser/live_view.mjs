@@ -65,6 +65,29 @@ try {
   if (!b.latency || !(b.latency.samples > 10) || !(b.latency.p50 > 0 && b.latency.p50 < 1000)) {
     fail(`no plausible live latency from the stripe: ${JSON.stringify(b.latency)}`);
   }
+  // The controls, as a user drives them: a smaller picture, a colour map, the histogram.
+  // The stream changes size in place: same connection, the browser follows.
+  const pcBefore = await page.evaluateHandle(() => window.lumacast.pc);
+  await page.selectOption("#maxWidth", "640");
+  await page.waitForFunction(() => document.getElementById("video").videoWidth === 640, null, { timeout: 10000 })
+    .catch(() => fail("max width 640 did not reach the video within 10 s"));
+  const samePc = await page.evaluate((p) => p === window.lumacast.pc, pcBefore);
+  if (!samePc) fail("changing the size reconnected the viewer");
+  const c1 = await stats();
+  await page.waitForTimeout(1000);
+  const c2 = await stats();
+  if (!(c2.decoded > c1.decoded + 10)) fail(`frames did not keep coming after the size change (${c1.decoded} -> ${c2.decoded})`);
+  await page.selectOption("#colormap", "viridis");
+  await page.waitForFunction(() => window.lumacast.params && window.lumacast.params.colormap === "viridis", null, { timeout: 5000 })
+    .catch(() => fail("the colour map change was not applied"));
+  await page.waitForFunction(() => window.lumacast.histogram && window.lumacast.histogram.bins.length === 128, null, { timeout: 5000 })
+    .catch(() => fail("no histogram drawn"));
+  if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, "-controls.png") });
+  await page.selectOption("#colormap", "gray");
+  await page.selectOption("#maxWidth", "");
+  await page.waitForFunction((w) => document.getElementById("video").videoWidth === w, expectedWidth, { timeout: 10000 })
+    .catch(() => fail(`the full width ${expectedWidth} did not come back`));
+  console.log(JSON.stringify({ controls: "ok", resized: c2 }));
   if (process.argv.includes("--restart")) {
     await page.evaluate(() => { window.__pcBeforeRestart = window.lumacast.pc; });
     console.log("RESTART_NOW");
