@@ -257,9 +257,11 @@ impl DetectorSpec {
                     fps,
                 }
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "detector \"{name}\": unknown kind \"{other}\" (synthetic, camera, replay or push)"
-            )),
+            ))
+            }
         };
         Ok(DetectorSpec {
             name: name.to_string(),

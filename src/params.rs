@@ -367,7 +367,7 @@ pub fn from_imswitch(
                         patch.insert("max_fps".into(), Value::Null);
                     }
                     Some(ms) if ms < 0.0 => return Err(bad(k, format!("{ms} is negative"))),
-                    Some(ms) if ms == 0.0 => {
+                    Some(0.0) => {
                         patch.insert("max_fps".into(), Value::Null);
                     }
                     Some(ms) => {

@@ -25,11 +25,14 @@ const TIMING_WINDOW: usize = 512;
 /// each frame in when it is done with it.
 #[derive(Default)]
 pub struct LatestFrame {
-    inner: Mutex<(Option<Arc<Frame>>, Option<(u32, u32)>)>,
+    inner: Mutex<Newest>,
 }
 
+/// The newest raw frame (if any yet) and the display window (min, max) it was shown with.
+pub type Newest = (Option<Arc<Frame>>, Option<(u32, u32)>);
+
 impl LatestFrame {
-    pub fn get(&self) -> (Option<Arc<Frame>>, Option<(u32, u32)>) {
+    pub fn get(&self) -> Newest {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -126,7 +129,7 @@ impl PipelineStats {
     }
 
     /// Rates and per-stage percentiles of the frames taken within the last `window`
-    /// (at most the last [`TIMING_WINDOW`] frames).
+    /// (at most the last 512 frames).
     pub fn summary(&self, window: Duration) -> StageSummary {
         let since = Instant::now().checked_sub(window);
         let t = self.timings.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,7 +266,7 @@ impl EncoderThread {
     fn run(self) {
         let mut params = self.params.get();
         let mut params_version = self.params.version();
-        let mut mapper = DisplayMapper::new(params.display.clone(), params.geometry);
+        let mut mapper = DisplayMapper::new(params.display, params.geometry);
         // Throttle (max_fps): the next frame is sent when its capture time reaches `next_due`.
         let mut next_due: Option<Instant> = None;
         let mut logged_geometry_error = false;
@@ -326,7 +329,7 @@ impl EncoderThread {
                 let new = self.params.get();
                 info!(params = %new.to_json(), "stream parameters changed");
                 if new.display != params.display {
-                    mapper.set_settings(new.display.clone());
+                    mapper.set_settings(new.display);
                 }
                 if new.geometry != params.geometry {
                     mapper.set_geometry(new.geometry);

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
+        .route("/favicon.ico", get(page::favicon))
         .route("/health", get(detectors::health))
         .route("/api/detectors", get(detectors::list))
         .route("/api/stats", get(detectors::stats))

@@ -16,3 +16,8 @@ pub async fn script() -> impl IntoResponse {
         APP_JS,
     )
 }
+
+/// No icon: an empty answer keeps browsers from logging a 404 on every page load.
+pub async fn favicon() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
 
+type Window = Option<(u32, u32)>;
+
 /// Largest pushed frame body: 8192 x 8192 Mono16 plus the header (the push format itself
 /// allows more; this server does not buffer more per request).
 pub const MAX_PUSH_BODY_BYTES: usize = 8192 * 8192 * 2 + lumacast_capture::PUSH_HEADER_LEN;
@@ -169,11 +171,9 @@ pub async fn get_stream_parameters(
     })))
 }
 
-/// The newest raw frame of a running detector, or a 409 saying why there is none.
-fn latest_frame(
-    state: &AppState,
-    name: &str,
-) -> Result<(Arc<Frame>, Option<(u32, u32)>), ApiError> {
+/// The newest raw frame of a running detector with its display window, or a 409 saying
+/// why there is none.
+fn latest_frame(state: &AppState, name: &str) -> Result<(Arc<Frame>, Window), ApiError> {
     state.detectors.resolve(Some(name))?;
     let running = state.detectors.running(name).ok_or_else(|| {
         ApiError::Conflict(format!(
@@ -231,7 +231,7 @@ pub async fn snapshot(
     let settings = state.detectors.params(&name)?.0.get();
     let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         if display {
-            let mut s = settings.display.clone();
+            let mut s = settings.display;
             // Show exactly what viewers see: the auto window as it stands now.
             if let (WindowMode::Auto { .. }, Some((min, max))) = (s.window, window) {
                 s.window = WindowMode::Manual { min, max };

@@ -148,10 +148,7 @@ pub async fn http_bytes(
     let mut rest = &buf[split + 4..];
     let body = if headers.contains("transfer-encoding: chunked") {
         let mut out = Vec::new();
-        loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
             let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
                 .unwrap_or(0);
             if n == 0 {

@@ -215,7 +215,7 @@ impl Converter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stripe;
 

@@ -3,10 +3,10 @@
 //! each raw frame on its way to the H.264 encoder.
 //!
 //! The order is fixed: **geometry** first (crop to the [`Roi`], box-average
-//! [`Geometry::binning`] x `binning` blocks, shrink by an integer box factor to fit
-//! `max_width` / `max_height`, then the encoder limits of [`crate::i420_dimensions`]:
-//! even sizes, at most 3840x2160), all in raw units of the source format; then the
-//! **mapping** of each raw value through the window (auto windows are measured on
+//! [`Geometry::binning`] x `binning` blocks, shrink by the smallest integer box factor
+//! that fits both `max_width` / `max_height` and the encoder's 3840x2160, crop to even
+//! sizes), all in raw units of the source format and done as one box average; then
+//! the **mapping** of each raw value through the window (auto windows are measured on
 //! that geometry-reduced picture), gamma and colour map to full-range BT.601 I420.
 //!
 //! Invariants:
@@ -41,8 +41,10 @@ pub const DEFAULT_LOW_PERCENT: f64 = 0.1;
 /// Default high percentile of [`WindowMode::auto`].
 pub const DEFAULT_HIGH_PERCENT: f64 = 99.9;
 /// Time constant of the auto window's exponential smoothing: after a scene change the
-/// window covers ~63% of the way to the new percentiles within this time, ~95% within
-/// three times it, whatever the frame rate.
+/// window covers ~63% of the way to the new percentiles within this time and ~95%
+/// within three times it, independently of the frame rate between about 6 and 78 fps
+/// (outside that, [`AUTO_WEIGHT`]'s bounds apply). Time comes from each frame's
+/// `captured_mono`; the mapper never reads the clock.
 pub const AUTO_SMOOTHING: Duration = Duration::from_millis(250);
 /// Bounds on the weight a single frame gets in the auto window's smoothing. The
 /// weight is `1 - exp(-dt / AUTO_SMOOTHING)` for a frame `dt` after the previous one,
@@ -130,8 +132,10 @@ pub enum WindowMode {
     /// A fixed range in raw units: `min` and below are black, `max` and above white.
     Manual { min: u32, max: u32 },
     /// From percentiles of each frame (measured on a subsample of the displayed
-    /// picture), smoothed over time so that the picture does not flicker; see
-    /// [`AUTO_SMOOTHING`] and [`AUTO_WEIGHT`].
+    /// picture, see [`AUTO_SAMPLES`]), smoothed over time so that the picture does not
+    /// flicker; see [`AUTO_SMOOTHING`] and [`AUTO_WEIGHT`]. Every displayed pixel
+    /// counts, including a synthetic source's timestamp stripe (0.3% of a 2048x2048
+    /// frame at full scale, enough to pull a 99.9% percentile to the top).
     Auto { low_percent: f64, high_percent: f64 },
 }
 
@@ -148,10 +152,12 @@ impl WindowMode {
 /// What the user adjusts: window, gamma and colour map.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DisplaySettings {
+    /// Raw range shown from black to white.
     pub window: WindowMode,
     /// Exponent applied to the windowed value `t` in 0..=1 (`t^gamma`): below 1 brightens
     /// dark values, above 1 darkens them; black and white stay fixed. See [`GAMMA_RANGE`].
     pub gamma: f32,
+    /// Colours for mono data, applied after window and gamma.
     pub colormap: Colormap,
 }
 
@@ -227,7 +233,9 @@ impl DisplaySettings {
 /// 16x16 (the encoder's minimum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Roi {
+    /// Left edge, in source pixels.
     pub x: u32,
+    /// Top edge, in source pixels.
     pub y: u32,
     pub width: u32,
     pub height: u32,
@@ -241,10 +249,12 @@ pub struct Geometry {
     /// Average `binning` x `binning` blocks (1..=[`MAX_BINNING`], 1 = none). Values stay
     /// in raw units, so windows keep their meaning.
     pub binning: u32,
-    /// Largest output width (>= 16). The picture shrinks by the smallest integer box
-    /// factor that fits both limits, keeping its aspect ratio; integer factors keep
-    /// every output pixel an average of whole source pixels (no resampling blur) at
-    /// the price of sometimes ending up to half the allowed size.
+    /// Largest output width (>= 16). After binning, the picture shrinks by the smallest
+    /// integer box factor that meets both limits and the encoder's 3840x2160, keeping
+    /// its aspect ratio; integer factors keep every output pixel an average of whole
+    /// source pixels (no resampling blur, one cheap pass) at the price of sometimes
+    /// ending up well below the limit (e.g. 1024 px wide for a 2048 px frame and a
+    /// limit of 1500).
     pub max_width: Option<u32>,
     /// Largest output height (>= 16); see `max_width`.
     pub max_height: Option<u32>,
@@ -279,8 +289,9 @@ impl Geometry {
 
 /// Resolved geometry: crop origin, one total box factor, final even size.
 ///
-/// Binning `b`, fit factor `d` and encoder factor `f` combine into one `b * d * f` box
-/// average, which equals averaging in stages up to rounding, because
+/// Binning `b` and the fit factor `d` (the smallest that meets the user's size limits
+/// and the encoder's 3840x2160 at once) combine into one `b * d` box average, which
+/// equals averaging in two stages up to rounding, because
 /// `floor(floor(n / b) / d) == floor(n / (b * d))`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GeoPlan {
@@ -352,34 +363,38 @@ impl GeoPlan {
                 ),
             ));
         }
-        // Smallest d with floor(n / d) <= limit is floor(n / (limit + 1)) + 1.
-        let fit = |n: u32, limit: Option<u32>| limit.map_or(1, |m| n / (m + 1) + 1);
-        let (dw, dh) = (fit(w1, g.max_width), fit(h1, g.max_height));
-        let d = dw.max(dh);
-        let (w2, h2) = (w1 / d, h1 / d);
+        // One box factor for the user's limits and the encoder's together: the smallest
+        // d with floor(n / d) <= limit is floor(n / (limit + 1)) + 1, and the smallest
+        // that meets several limits is the largest of those.
+        let fit = |n: u32, limit: u32| n / (limit + 1) + 1;
+        let user = |n: u32, limit: Option<u32>| limit.map_or(1, |m| fit(n, m));
+        let (dw, dh) = (user(w1, g.max_width), user(h1, g.max_height));
+        let encoder = fit(w1, MAX_WIDTH).max(fit(h1, MAX_HEIGHT));
+        let d = dw.max(dh).max(encoder);
+        let (w2, h2) = ((w1 / d) & !1, (h1 / d) & !1);
         if w2 < MIN_SIDE || h2 < MIN_SIDE {
+            if dw.max(dh) < encoder {
+                return Err(FrameError::TooSmall {
+                    width: w1,
+                    height: h1,
+                });
+            }
             let field = if dw >= dh { "max_width" } else { "max_height" };
             return Err(invalid(
                 field,
                 format!(
-                    "fitting {w1}x{h1} into the limit gives {w2}x{h2}, below {MIN_SIDE}x{MIN_SIDE}"
+                    "shrinking {w1}x{h1} to fit gives {}x{}, below {MIN_SIDE}x{MIN_SIDE}",
+                    w1 / d,
+                    h1 / d
                 ),
             ));
-        }
-        let f = (w2 / (MAX_WIDTH + 1) + 1).max(h2 / (MAX_HEIGHT + 1) + 1);
-        let (w3, h3) = ((w2 / f) & !1, (h2 / f) & !1);
-        if w3 < MIN_SIDE || h3 < MIN_SIDE {
-            return Err(FrameError::TooSmall {
-                width: w2,
-                height: h2,
-            });
         }
         Ok(GeoPlan {
             x0,
             y0,
-            factor: b * d * f,
-            width: w3,
-            height: h3,
+            factor: b * d,
+            width: w2,
+            height: h2,
         })
     }
 }
@@ -461,6 +476,7 @@ impl Resampler {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Shade {
     pub gamma: f32,
+    /// Colours for mono data, applied after window and gamma.
     pub colormap: Colormap,
 }
 
@@ -638,26 +654,11 @@ impl Painter {
         shade: Shade,
         out: &mut I420Frame,
     ) {
-        let (w, h) = (view.width, view.height);
-        debug_assert_eq!((out.width as usize, out.height as usize), (w, h));
+        debug_assert_eq!(
+            (out.width as usize, out.height as usize),
+            (view.width, view.height)
+        );
         let I420Frame { y, u, v, .. } = out;
-        let luma_rows = |y: &mut Vec<u8>, f: &mut dyn FnMut(&[u8], &mut [u8])| {
-            for (row, dst) in y.chunks_exact_mut(w).enumerate() {
-                f(view.row(row), dst);
-            }
-        };
-        let pairs = |y: &mut Vec<u8>,
-                     u: &mut Vec<u8>,
-                     v: &mut Vec<u8>,
-                     f: &mut dyn FnMut(&[u8], &[u8], kernels::RowPair<'_>)| {
-            for cy in 0..h / 2 {
-                f(
-                    view.row(2 * cy),
-                    view.row(2 * cy + 1),
-                    kernels::row_pair(y, u, v, w, cy),
-                );
-            }
-        };
         let neutral = |u: &mut Vec<u8>, v: &mut Vec<u8>| {
             u.fill(128);
             v.fill(128);
@@ -667,11 +668,11 @@ impl Painter {
                 let t = self.tables8(window, shade);
                 match shade.colormap {
                     Colormap::Gray | Colormap::Inverted => {
-                        luma_rows(y, &mut |s, d| kernels::mono8_luma_row(s, d, &t.luma));
+                        each_row(view, y, |s, d| kernels::mono8_luma_row(s, d, &t.luma));
                         neutral(u, v);
                     }
                     Colormap::Viridis | Colormap::Saturation => {
-                        pairs(y, u, v, &mut |s0, s1, o| {
+                        each_pair(view, y, u, v, |s0, s1, o| {
                             kernels::mono8_colour_pair(s0, s1, o, &t.packed)
                         });
                     }
@@ -682,27 +683,27 @@ impl Painter {
                 let sat_at = view.format.max_value() as u16;
                 match (shade.colormap, shade.is_linear()) {
                     (Colormap::Gray, true) => {
-                        luma_rows(y, &mut |s, d| lin.apply(s, d));
+                        each_row(view, y, |s, d| lin.apply(s, d));
                         neutral(u, v);
                     }
                     (Colormap::Inverted, true) => {
-                        luma_rows(y, &mut |s, d| lin.apply_inverted(s, d));
+                        each_row(view, y, |s, d| lin.apply_inverted(s, d));
                         neutral(u, v);
                     }
                     (Colormap::Saturation, true) => {
-                        pairs(y, u, v, &mut |s0, s1, o| {
+                        each_pair(view, y, u, v, |s0, s1, o| {
                             kernels::mono16_saturation_pair(lin, s0, s1, o, sat_at)
                         });
                     }
                     (Colormap::Gray | Colormap::Inverted, false) => {
                         let t = self.tables(shade);
-                        luma_rows(y, &mut |s, d| kernels::mono16_luma_row(lin, s, d, &t.luma));
+                        each_row(view, y, |s, d| kernels::mono16_luma_row(lin, s, d, &t.luma));
                         neutral(u, v);
                     }
                     (Colormap::Viridis, _) | (Colormap::Saturation, false) => {
                         let t = self.tables(shade);
                         let sat = (shade.colormap == Colormap::Saturation).then_some(sat_at);
-                        pairs(y, u, v, &mut |s0, s1, o| {
+                        each_pair(view, y, u, v, |s0, s1, o| {
                             kernels::mono16_colour_pair(lin, s0, s1, o, &t.packed, sat)
                         });
                     }
@@ -710,11 +711,33 @@ impl Painter {
             }
             PixelFormat::Rgb8 => {
                 let t = self.tables8(window, shade);
-                pairs(y, u, v, &mut |s0, s1, o| {
+                each_pair(view, y, u, v, |s0, s1, o| {
                     kernels::rgb_pair(s0, s1, o, &t.grey)
                 });
             }
         }
+    }
+}
+
+/// Calls `f` with each source row of `view` and the matching luma row.
+fn each_row(view: &View<'_>, y: &mut [u8], mut f: impl FnMut(&[u8], &mut [u8])) {
+    for (row, dst) in y.chunks_exact_mut(view.width).enumerate() {
+        f(view.row(row), dst);
+    }
+}
+
+/// Calls `f` with each pair of source rows of `view` and the matching I420 rows, so
+/// that chroma is computed while the 2x2 blocks are in L1.
+fn each_pair(
+    view: &View<'_>,
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    mut f: impl FnMut(&[u8], &[u8], kernels::RowPair<'_>),
+) {
+    for cy in 0..view.height / 2 {
+        let out = kernels::row_pair(y, u, v, view.width, cy);
+        f(view.row(2 * cy), view.row(2 * cy + 1), out);
     }
 }
 
@@ -962,8 +985,7 @@ impl HistogramRef<'_> {
 
     fn bin_range(&self, i: usize) -> RangeInclusive<u32> {
         if i >= self.bins.len() {
-            #[allow(clippy::reversed_empty_ranges)]
-            return 1..=0;
+            return RangeInclusive::new(1, 0); // empty
         }
         self.bin_start(i) as u32..=(self.bin_start(i + 1) - 1) as u32
     }
@@ -1107,5 +1129,858 @@ impl I420Frame {
             }
         }
         rgb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::tests::noise;
+    use crate::{stripe, to_i420, Converter};
+
+    const M12: PixelFormat = PixelFormat::Mono16 { bit_depth: 12 };
+
+    fn mono16(w: u32, h: u32, format: PixelFormat, f: impl Fn(u32, u32) -> u16) -> Frame {
+        let data = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .flat_map(|(x, y)| f(x, y).to_le_bytes())
+            .collect();
+        Frame::new(w, h, format, 3, data).unwrap()
+    }
+
+    fn mono8(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> Frame {
+        let data = (0..h).flat_map(|y| (0..w).map(move |x| (x, y)));
+        let data = data.map(|(x, y)| f(x, y)).collect();
+        Frame::new(w, h, PixelFormat::Mono8, 3, data).unwrap()
+    }
+
+    fn settings(window: WindowMode, gamma: f32, colormap: Colormap) -> DisplaySettings {
+        DisplaySettings {
+            window,
+            gamma,
+            colormap,
+        }
+    }
+
+    fn manual(min: u32, max: u32) -> WindowMode {
+        WindowMode::Manual { min, max }
+    }
+
+    fn map(s: DisplaySettings, g: Geometry, frame: &Frame) -> I420Frame {
+        let mut out = I420Frame::default();
+        DisplayMapper::new(s, g).map(frame, &mut out).unwrap();
+        out
+    }
+
+    fn field(err: FrameError) -> &'static str {
+        match err {
+            FrameError::InvalidParam { field, .. } => field,
+            other => panic!("expected InvalidParam, got {other:?}"),
+        }
+    }
+
+    fn rgb_at(out: &I420Frame, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * out.width as usize + x) * 3;
+        out.to_rgb8()[i..i + 3].try_into().unwrap()
+    }
+
+    fn assert_close(got: [u8; 3], want: [u8; 3], tol: u8) {
+        let ok = got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= tol);
+        assert!(ok, "got {got:?}, want {want:?} +-{tol}");
+    }
+
+    #[test]
+    fn defaults_write_exactly_what_converter_writes() {
+        let m16 = PixelFormat::Mono16 { bit_depth: 16 };
+        let frames = [
+            noise(64, 48, M12, 1),
+            noise(33, 17, m16, 2),
+            noise(35, 19, PixelFormat::Mono8, 3),
+            noise(34, 20, PixelFormat::Rgb8, 4),
+            noise(3850, 40, M12, 5),
+            noise(3845, 36, PixelFormat::Rgb8, 6),
+            noise(7690, 50, PixelFormat::Mono8, 7),
+        ];
+        let mut mapper = DisplayMapper::default();
+        let (mut a, mut b) = (I420Frame::default(), I420Frame::default());
+        for frame in &frames {
+            mapper.map(frame, &mut a).unwrap();
+            to_i420(frame, None, &mut b).unwrap();
+            assert_eq!(a, b, "{:?} {}x{}", frame.format, frame.width, frame.height);
+            // A manual grey window is Converter's window.
+            let top = frame.format.max_value();
+            let (min, max) = (top / 10, top / 2);
+            mapper.set_settings(settings(manual(min, max), 1.0, Colormap::Gray));
+            mapper.map(frame, &mut a).unwrap();
+            to_i420(frame, Some(DisplayWindow { min, max }), &mut b).unwrap();
+            assert_eq!(a, b, "{:?} window", frame.format);
+            mapper.set_settings(DisplaySettings::default());
+        }
+    }
+
+    #[test]
+    fn stripe_survives_default_mapping() {
+        let t = 1_763_700_000_123_456;
+        for format in [M12, PixelFormat::Mono16 { bit_depth: 16 }] {
+            let half = (format.max_value() / 2) as u16;
+            let mut frame = mono16(640, 480, format, |_, _| half);
+            let mut mapper = DisplayMapper::default();
+            let mut out = I420Frame::default();
+            for seq in [0, 42, u32::MAX] {
+                stripe::write(&mut frame, t + u64::from(seq), seq);
+                mapper.map(&frame, &mut out).unwrap();
+                let reading = stripe::read_i420(&out).unwrap();
+                let want = stripe::StripeReading {
+                    t_us: t + u64::from(seq),
+                    seq,
+                };
+                assert_eq!(reading, want, "{format:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn settings_errors_name_the_api_field() {
+        let cases = [
+            (manual(10, 10), 1.0, M12, "window_min"),
+            (manual(11, 10), 1.0, M12, "window_min"),
+            (manual(0, 4096), 1.0, M12, "window_max"),
+            (manual(0, 256), 1.0, PixelFormat::Mono8, "window_max"),
+            (manual(0, 256), 1.0, PixelFormat::Rgb8, "window_max"),
+            (
+                WindowMode::Auto {
+                    low_percent: -1.0,
+                    high_percent: 50.0,
+                },
+                1.0,
+                M12,
+                "low_percent",
+            ),
+            (
+                WindowMode::Auto {
+                    low_percent: 1.0,
+                    high_percent: 100.5,
+                },
+                1.0,
+                M12,
+                "high_percent",
+            ),
+            (
+                WindowMode::Auto {
+                    low_percent: f64::NAN,
+                    high_percent: 50.0,
+                },
+                1.0,
+                M12,
+                "low_percent",
+            ),
+            (
+                WindowMode::Auto {
+                    low_percent: 60.0,
+                    high_percent: 50.0,
+                },
+                1.0,
+                M12,
+                "low_percent",
+            ),
+            (WindowMode::Full, 0.0, M12, "gamma"),
+            (WindowMode::Full, 0.09, M12, "gamma"),
+            (WindowMode::Full, 10.5, M12, "gamma"),
+            (WindowMode::Full, f32::NAN, M12, "gamma"),
+            (WindowMode::Full, f32::INFINITY, M12, "gamma"),
+        ];
+        let frame = noise(32, 32, M12, 9);
+        for (window, gamma, format, want) in cases {
+            let s = settings(window, gamma, Colormap::Gray);
+            assert_eq!(field(s.validate(format).unwrap_err()), want, "{s:?}");
+            if format == M12 {
+                // map() checks too, and leaves the output alone.
+                let mut out = I420Frame::default();
+                let err = DisplayMapper::new(s, Geometry::default()).map(&frame, &mut out);
+                assert_eq!(field(err.unwrap_err()), want);
+                assert_eq!(out, I420Frame::default());
+            }
+        }
+        let ok = [
+            (manual(0, 4095), 0.1),
+            (manual(4094, 4095), 10.0),
+            (WindowMode::auto(), 1.0),
+            (
+                WindowMode::Auto {
+                    low_percent: 0.0,
+                    high_percent: 100.0,
+                },
+                2.2,
+            ),
+        ];
+        for (window, gamma) in ok {
+            settings(window, gamma, Colormap::Viridis)
+                .validate(M12)
+                .unwrap();
+        }
+        let err = settings(manual(3, 2), 1.0, Colormap::Gray).validate(M12);
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "invalid window_min: 3 must be below window_max 2"
+        );
+    }
+
+    #[test]
+    fn geometry_errors_name_the_api_field() {
+        let roi = |x, y, width, height| Geometry {
+            roi: Some(Roi {
+                x,
+                y,
+                width,
+                height,
+            }),
+            ..Geometry::default()
+        };
+        let with = |binning, max_width, max_height| Geometry {
+            roi: None,
+            binning,
+            max_width,
+            max_height,
+        };
+        let cases = [
+            (roi(0, 0, 0, 20), "roi"),
+            (roi(0, 0, 20, 0), "roi"),
+            (roi(90, 0, 20, 20), "roi"),
+            (roi(0, 50, 20, 20), "roi"),
+            (roi(u32::MAX, 0, 20, 20), "roi"),
+            (roi(0, 0, 15, 20), "roi"),
+            (with(0, None, None), "binning"),
+            (with(9, None, None), "binning"),
+            (with(4, None, None), "binning"), // 100x60 / 4 = 25x15
+            (with(1, Some(15), None), "max_width"),
+            (with(1, None, Some(0)), "max_height"),
+            (with(1, Some(16), None), "max_width"), // 100x60 -> 16x9
+        ];
+        for (g, want) in &cases {
+            assert_eq!(field(g.validate(100, 60).unwrap_err()), *want, "{g:?}");
+            assert_eq!(field(g.output_size(100, 60).unwrap_err()), *want, "{g:?}");
+        }
+        // A height limit that squeezes a tall picture below 16 px wide.
+        let g = with(1, None, Some(16));
+        assert_eq!(field(g.validate(100, 300).unwrap_err()), "max_height");
+        assert_eq!(field(g.validate(100, 60).unwrap_err()), "max_height"); // 25x15
+        assert_eq!(with(1, None, Some(20)).output_size(100, 60), Ok((32, 20)));
+        // Beyond the encoder's limit with nothing asked for: the encoder's error.
+        assert_eq!(
+            Geometry::default().validate(4000, 30),
+            Err(FrameError::TooSmall {
+                width: 4000,
+                height: 30
+            })
+        );
+        // The source itself too small: the encoder's error, as for Converter.
+        assert_eq!(
+            Geometry::default().validate(15, 100),
+            Err(FrameError::TooSmall {
+                width: 15,
+                height: 100
+            })
+        );
+        Geometry::default().validate(16, 16).unwrap();
+        roi(84, 44, 16, 16).validate(100, 60).unwrap();
+    }
+
+    #[test]
+    fn colormap_names_parse_case_insensitively() {
+        for &c in Colormap::all() {
+            assert_eq!(c.name().parse::<Colormap>(), Ok(c));
+            assert_eq!(c.name().to_uppercase().parse::<Colormap>(), Ok(c));
+            assert_eq!(c.to_string(), c.name());
+        }
+        assert_eq!("Grey".parse::<Colormap>(), Ok(Colormap::Gray));
+        assert_eq!(" viridis ".parse::<Colormap>(), Ok(Colormap::Viridis));
+        assert_eq!(field("jet".parse::<Colormap>().unwrap_err()), "colormap");
+        assert_eq!(Colormap::all().len(), 4);
+        assert_eq!(Colormap::default(), Colormap::Gray);
+    }
+
+    #[test]
+    fn viridis_endpoints_convert_back_to_the_table() {
+        let s = settings(WindowMode::Full, 1.0, Colormap::Viridis);
+        // Left half black, right half full scale, a mid-grey band at the bottom.
+        let f16 = mono16(32, 32, M12, |x, y| match (x, y) {
+            (_, 16..) => 2048,
+            (0..16, _) => 0,
+            _ => 4095,
+        });
+        let f8 = mono8(32, 32, |x, y| match (x, y) {
+            (_, 16..) => 128,
+            (0..16, _) => 0,
+            _ => 255,
+        });
+        for frame in [f16, f8] {
+            let out = map(s, Geometry::default(), &frame);
+            assert_close(rgb_at(&out, 3, 3), VIRIDIS[0], 3);
+            assert_close(rgb_at(&out, 20, 3), VIRIDIS[255], 3);
+            assert_close(rgb_at(&out, 20, 20), VIRIDIS[128], 3);
+            // Colour, not grey: chroma moved off neutral.
+            assert!(out.v[0] > 128 && out.u[15] < 128, "{:?}", frame.format);
+        }
+    }
+
+    #[test]
+    fn saturation_paints_only_raw_max_pixels() {
+        // A window ending far below the top: 4094 is white, but only 4095 is red.
+        let f16 = mono16(32, 16, M12, |x, y| match (x, y) {
+            (0, 0) => 4095,
+            (1, 0) => 4094,
+            (4..=5, 0..=1) => 4095, // one whole 2x2 block
+            _ => 1000,
+        });
+        let f8 = mono8(32, 16, |x, y| match (x, y) {
+            (0, 0) => 255,
+            (1, 0) => 254,
+            (4..=5, 0..=1) => 255,
+            _ => 62,
+        });
+        for (frame, window) in [(f16, manual(0, 2000)), (f8, manual(0, 124))] {
+            for gamma in [1.0, 0.7] {
+                let s = settings(window, gamma, Colormap::Saturation);
+                let out = map(s, Geometry::default(), &frame);
+                let what = format!("{:?} gamma {gamma}", frame.format);
+                let red = kernels::saturated_entry() as u8;
+                assert_eq!(out.y[0], red, "{what}");
+                assert_eq!(out.y[1], 255, "{what}");
+                assert_eq!(&out.y[4..6], &[red, red], "{what}");
+                // Everything else is the grey map: same value everywhere.
+                let grey = out.y[2];
+                assert!(grey > 0 && grey < 255, "{what}");
+                let saturated = |i: usize| [0, 4, 5, 36, 37].contains(&i);
+                for (i, &y) in out.y.iter().enumerate() {
+                    if !saturated(i) && i != 1 {
+                        assert_eq!(y, grey, "{what} pixel {i}");
+                    }
+                }
+                // Chroma: block 0 has one red pixel, block 2 is all red, the rest neutral.
+                for (i, (&u, &v)) in out.u.iter().zip(&out.v).enumerate() {
+                    match i {
+                        0 => assert!(u < 128 && v > 128, "{what}"),
+                        2 => assert_eq!((u, v), (85, 255), "{what}"),
+                        _ => assert_eq!((u, v), (128, 128), "{what} block {i}"),
+                    }
+                }
+                assert_close(rgb_at(&out, 4, 0), [255, 0, 0], 3);
+            }
+        }
+    }
+
+    #[test]
+    fn saturation_survives_binning() {
+        let frame = mono16(
+            64,
+            64,
+            M12,
+            |x, y| if (x, y) == (33, 17) { 4095 } else { 100 },
+        );
+        let g = Geometry {
+            binning: 4,
+            ..Geometry::default()
+        };
+        let out = map(
+            settings(WindowMode::Full, 1.0, Colormap::Saturation),
+            g,
+            &frame,
+        );
+        assert_eq!((out.width, out.height), (16, 16));
+        let red = kernels::saturated_entry() as u8;
+        assert_eq!(out.y[4 * 16 + 8], red);
+        assert_eq!(out.y.iter().filter(|&&y| y == red).count(), 1);
+        // The grey map averages the saturated pixel away instead.
+        let out = map(DisplaySettings::default(), g, &frame);
+        assert_eq!(
+            out.y[4 * 16 + 8],
+            DisplayWindow::full(M12).map((15 * 100 + 4095 + 8) / 16)
+        );
+    }
+
+    #[test]
+    fn inverted_swaps_black_and_white() {
+        let f16 = mono16(32, 16, M12, |x, _| [0, 4095, 1000, 3000][x as usize % 4]);
+        let f8 = mono8(32, 16, |x, _| [0, 255, 60, 190][x as usize % 4]);
+        for frame in [f16, f8] {
+            let grey = map(DisplaySettings::default(), Geometry::default(), &frame);
+            for gamma in [1.0, 0.5, 3.0] {
+                let s = settings(WindowMode::Full, gamma, Colormap::Inverted);
+                let inv = map(s, Geometry::default(), &frame);
+                assert_eq!(&inv.y[..2], &[255, 0], "{:?} {gamma}", frame.format);
+                assert!(inv.u.iter().chain(&inv.v).all(|&c| c == 128));
+                if gamma == 1.0 {
+                    let flipped: Vec<u8> = grey.y.iter().map(|y| 255 - y).collect();
+                    assert_eq!(inv.y, flipped);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gamma_is_monotonic_and_keeps_black_and_white() {
+        // A ramp over the whole 12-bit range, 16 raw units per column.
+        let f16 = mono16(256, 16, M12, |x, _| (x * 16 + x / 16).min(4095) as u16);
+        let f8 = mono8(256, 16, |x, _| x as u8);
+        let rgb = Frame::new(
+            256,
+            16,
+            PixelFormat::Rgb8,
+            0,
+            (0..16)
+                .flat_map(|_| (0..=255u8).flat_map(|v| [v; 3]))
+                .collect(),
+        )
+        .unwrap();
+        for frame in [f16, f8, rgb] {
+            let mut mid = Vec::new();
+            for gamma in [0.1, 0.5, 1.0, 2.0, 10.0] {
+                for colormap in [Colormap::Gray, Colormap::Viridis] {
+                    let s = settings(WindowMode::Full, gamma, colormap);
+                    let out = map(s, Geometry::default(), &frame);
+                    let row = &out.y[..256];
+                    let what = format!("{:?} {colormap} gamma {gamma}", frame.format);
+                    assert!(row.windows(2).all(|p| p[0] <= p[1]), "{what}: {row:?}");
+                    if colormap == Colormap::Gray {
+                        let (black, white) = if frame.format == PixelFormat::Rgb8 {
+                            (16, 235)
+                        } else {
+                            (0, 255)
+                        };
+                        assert_eq!((row[0], row[255]), (black, white), "{what}");
+                        mid.push(row[128]);
+                    }
+                }
+            }
+            // Lower gamma brightens mid-tones, higher darkens them.
+            assert!(mid.windows(2).all(|p| p[0] > p[1]), "{mid:?}");
+        }
+    }
+
+    /// Every Mono16 table path against a per-pixel computation in floating point.
+    #[test]
+    fn table_paths_match_direct_computation() {
+        let frame = noise(64, 32, M12, 11);
+        let raw = |x: usize, y: usize| {
+            let i = 2 * (y * 64 + x);
+            u32::from(u16::from_le_bytes([frame.data[i], frame.data[i + 1]]))
+        };
+        let (min, max) = (300, 3500);
+        for (gamma, colormap) in [
+            (0.5, Colormap::Gray),
+            (2.0, Colormap::Inverted),
+            (1.0, Colormap::Viridis),
+            (0.3, Colormap::Viridis),
+            (0.7, Colormap::Saturation),
+        ] {
+            let shade = Shade { gamma, colormap };
+            let out = map(
+                settings(manual(min, max), gamma, colormap),
+                Geometry::default(),
+                &frame,
+            );
+            let expect = |x: usize, y: usize| {
+                let v = raw(x, y);
+                if colormap == Colormap::Saturation && v >= 4095 {
+                    return kernels::saturated_entry();
+                }
+                let t = (f64::from(v.clamp(min, max) - min)) / f64::from(max - min);
+                shade.packed(t)
+            };
+            for y in 0..32 {
+                for x in 0..64 {
+                    let want = expect(x, y) as u8;
+                    let got = out.y[y * 64 + x];
+                    assert!(
+                        got.abs_diff(want) <= 2,
+                        "{colormap} {gamma}: ({x}, {y}) {got} vs {want}"
+                    );
+                }
+            }
+            for cy in 0..16 {
+                for cx in 0..32 {
+                    let sum: u32 = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                        .iter()
+                        .map(|(dx, dy)| expect(2 * cx + dx, 2 * cy + dy))
+                        .sum();
+                    let want = ((((sum >> 10) & 0x7ff) + 4) >> 3, ((sum >> 21) + 4) >> 3);
+                    let got = (out.u[cy * 32 + cx], out.v[cy * 32 + cx]);
+                    assert!(
+                        u32::from(got.0).abs_diff(want.0) <= 2
+                            && u32::from(got.1).abs_diff(want.1) <= 2,
+                        "{colormap} {gamma}: block ({cx}, {cy}) {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn roi_crops_in_source_pixels() {
+        let frame = mono8(100, 60, |x, y| (x + 3 * y) as u8);
+        let g = Geometry {
+            roi: Some(Roi {
+                x: 10,
+                y: 20,
+                width: 33,
+                height: 17,
+            }),
+            ..Geometry::default()
+        };
+        assert_eq!(g.output_size(100, 60), Ok((32, 16)));
+        let out = map(DisplaySettings::default(), g, &frame);
+        assert_eq!((out.width, out.height), (32, 16));
+        for r in 0..16 {
+            for c in 0..32 {
+                assert_eq!(
+                    out.y[r * 32 + c] as u32,
+                    (10 + c as u32) + 3 * (20 + r as u32)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn binning_averages_blocks_in_raw_units() {
+        // 2x2 blocks holding a, a+1, a+2, a+3: the mean a + 1.5 rounds up.
+        let frame = mono8(100, 60, |x, y| {
+            (4 * (x / 2 + 50 * (y / 2)) % 200 + x % 2 + 2 * (y % 2)) as u8
+        });
+        let g = Geometry {
+            binning: 2,
+            ..Geometry::default()
+        };
+        assert_eq!(g.output_size(100, 60), Ok((50, 30)));
+        let out = map(DisplaySettings::default(), g, &frame);
+        for r in 0..30 {
+            for c in 0..50 {
+                let a = 4 * (c + 50 * r) % 200;
+                assert_eq!(usize::from(out.y[r * 50 + c]), a + 2, "({c}, {r})");
+            }
+        }
+        // Windows keep their raw meaning: a Mono16 block of 0 and 1000 averages to 500,
+        // which the window 0..1000 shows as mid-grey.
+        let frame = mono16(64, 64, M12, |x, _| if x % 2 == 0 { 0 } else { 1000 });
+        let s = settings(manual(0, 1000), 1.0, Colormap::Gray);
+        let out = map(s, g, &frame);
+        assert_eq!((out.width, out.height), (32, 32));
+        assert!(out.y.iter().all(|&y| y == 128), "{:?}", &out.y[..4]);
+        // Odd binned sizes are cropped to even: 100x60 / 3 = 33x20.
+        let g3 = Geometry { binning: 3, ..g };
+        assert_eq!(g3.output_size(100, 60), Ok((32, 20)));
+    }
+
+    #[test]
+    fn max_size_keeps_aspect_ratio_with_integer_factors() {
+        let limit = |max_width, max_height, binning| Geometry {
+            roi: None,
+            binning,
+            max_width,
+            max_height,
+        };
+        let cases = [
+            ((2048, 2048), limit(Some(1000), None, 1), (682, 682)),
+            ((2048, 2048), limit(Some(1024), None, 1), (1024, 1024)),
+            ((2048, 1024), limit(None, Some(300), 1), (512, 256)),
+            ((2048, 1024), limit(Some(1500), Some(300), 1), (512, 256)),
+            ((2048, 1024), limit(Some(500), Some(500), 2), (340, 170)),
+            ((1000, 100), limit(Some(5000), Some(5000), 1), (1000, 100)),
+            // One factor for both limits: 3, not the 2 for the user times 2 for the
+            // encoder (8000 / 2 = 4000 > 3840).
+            ((8000, 100), limit(Some(4000), None, 1), (2666, 32)),
+            // Binned 4000x50 is still too wide for the encoder: 2 more, 25 -> 24 rows.
+            ((8000, 100), limit(None, None, 2), (2000, 24)),
+        ];
+        for ((w, h), g, want) in cases {
+            assert_eq!(g.output_size(w, h), Ok(want), "{w}x{h} {g:?}");
+        }
+        let frame = mono16(300, 200, M12, |_, _| 1234);
+        let g = limit(Some(100), None, 1);
+        let out = map(DisplaySettings::default(), g, &frame);
+        assert_eq!((out.width, out.height), g.output_size(300, 200).unwrap());
+        assert_eq!((out.width, out.height), (100, 66));
+        let want = DisplayWindow::full(M12).map(1234);
+        assert!(out.y.iter().all(|&y| y == want));
+    }
+
+    /// Frames of values spread evenly over `lo..=hi`, captured `dt_ms` apart.
+    struct Feed {
+        t0: Instant,
+        n: u32,
+        dt_ms: u64,
+    }
+
+    impl Feed {
+        fn frame(&mut self, lo: u16, hi: u16) -> Frame {
+            let span = u32::from(hi - lo) + 1;
+            let mut f = mono16(64, 64, M12, |x, y| lo + ((x + 64 * y) * 7919 % span) as u16);
+            f.captured_mono = self.t0 + Duration::from_millis(self.dt_ms * u64::from(self.n));
+            self.n += 1;
+            f
+        }
+    }
+
+    #[test]
+    fn auto_window_follows_percentiles_smoothly() {
+        let s = settings(WindowMode::auto(), 1.0, Colormap::Gray);
+        let mut mapper = DisplayMapper::new(s, Geometry::default());
+        let mut out = I420Frame::default();
+        let mut feed = Feed {
+            t0: Instant::now(),
+            n: 0,
+            dt_ms: 33,
+        };
+        assert_eq!(mapper.effective_window(), None);
+        // The first frame sets the window directly.
+        mapper.map(&feed.frame(1000, 2000), &mut out).unwrap();
+        let (lo, hi) = mapper.effective_window().unwrap();
+        assert!(
+            lo.abs_diff(1001) <= 2 && hi.abs_diff(1999) <= 2,
+            "{lo} {hi}"
+        );
+        // A new scene: one frame later the window has moved a little, not all the way.
+        mapper.map(&feed.frame(3000, 3500), &mut out).unwrap();
+        let (lo1, hi1) = mapper.effective_window().unwrap();
+        let weight = 1.0 - (-33.0f64 / 250.0).exp(); // 12%
+        assert!(
+            (f64::from(lo1) - (1001.0 + weight * 2000.0)).abs() < 5.0,
+            "{lo1}"
+        );
+        assert!(
+            (f64::from(hi1) - (1999.0 + weight * 1500.0)).abs() < 5.0,
+            "{hi1}"
+        );
+        // ... and within 2 s it has converged.
+        for _ in 0..60 {
+            mapper.map(&feed.frame(3000, 3500), &mut out).unwrap();
+        }
+        let (lo, hi) = mapper.effective_window().unwrap();
+        assert!(
+            lo.abs_diff(3000) <= 2 && hi.abs_diff(3500) <= 2,
+            "{lo} {hi}"
+        );
+        // The picture uses the window: 3250 is mid-grey.
+        let mid = out.y.iter().map(|&y| u32::from(y)).sum::<u32>() / out.y.len() as u32;
+        assert!(mid.abs_diff(128) < 8, "{mid}");
+    }
+
+    #[test]
+    fn auto_window_does_not_jump_on_one_outlier_frame() {
+        for dt_ms in [10, 33, 1000, 0] {
+            let s = settings(WindowMode::auto(), 1.0, Colormap::Gray);
+            let mut mapper = DisplayMapper::new(s, Geometry::default());
+            let mut out = I420Frame::default();
+            let mut feed = Feed {
+                t0: Instant::now(),
+                n: 0,
+                dt_ms,
+            };
+            for _ in 0..5 {
+                mapper.map(&feed.frame(1000, 2000), &mut out).unwrap();
+            }
+            let before = mapper.effective_window().unwrap();
+            mapper.map(&feed.frame(0, 4095), &mut out).unwrap();
+            let (lo, hi) = mapper.effective_window().unwrap();
+            // At most half way (the weight's upper bound), however long the gap.
+            assert!(
+                lo >= 500 && hi <= 3050,
+                "{dt_ms} ms: {before:?} -> {lo} {hi}"
+            );
+            assert!(lo < before.0 && hi > before.1, "{dt_ms} ms: moved at all");
+            for _ in 0..100 {
+                mapper.map(&feed.frame(1000, 2000), &mut out).unwrap();
+            }
+            let (lo, hi) = mapper.effective_window().unwrap();
+            assert!(
+                lo.abs_diff(1001) <= 3 && hi.abs_diff(1999) <= 3,
+                "{dt_ms} ms: {lo} {hi}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_window_restarts_when_what_it_measures_changes() {
+        let s = settings(WindowMode::auto(), 1.0, Colormap::Gray);
+        let mut mapper = DisplayMapper::new(s, Geometry::default());
+        let mut out = I420Frame::default();
+        // Left half dark, right half bright.
+        let frame = mono16(64, 64, M12, |x, y| {
+            if x < 32 {
+                100 + (y % 8) as u16
+            } else {
+                3000 + (y % 8) as u16
+            }
+        });
+        mapper.map(&frame, &mut out).unwrap();
+        assert_eq!(mapper.effective_window(), Some((100, 3007)));
+        // Cropping to the dark half measures it alone, at once.
+        mapper.set_geometry(Geometry {
+            roi: Some(Roi {
+                x: 0,
+                y: 0,
+                width: 32,
+                height: 64,
+            }),
+            ..Geometry::default()
+        });
+        mapper.map(&frame, &mut out).unwrap();
+        assert_eq!(mapper.effective_window(), Some((100, 107)));
+        // A flat frame still gets a valid window.
+        let flat = mono16(32, 32, M12, |_, _| 4095);
+        mapper.set_geometry(Geometry::default());
+        mapper.map(&flat, &mut out).unwrap();
+        assert_eq!(mapper.effective_window(), Some((4094, 4095)));
+    }
+
+    #[test]
+    fn effective_window_reports_the_window_used() {
+        let frame = noise(32, 32, M12, 5);
+        let mut mapper = DisplayMapper::default();
+        let mut out = I420Frame::default();
+        mapper.map(&frame, &mut out).unwrap();
+        assert_eq!(mapper.effective_window(), Some((0, 4095)));
+        mapper.set_settings(settings(manual(10, 20), 1.0, Colormap::Gray));
+        assert_eq!(mapper.settings().window, manual(10, 20));
+        mapper.map(&frame, &mut out).unwrap();
+        assert_eq!(mapper.effective_window(), Some((10, 20)));
+        assert_eq!(mapper.geometry(), &Geometry::default());
+    }
+
+    #[test]
+    fn mapper_reuses_its_output_buffers() {
+        let frame = noise(256, 128, M12, 6);
+        let mut mapper = DisplayMapper::default();
+        let mut out = I420Frame::default();
+        mapper.map(&frame, &mut out).unwrap();
+        let planes = (out.y.as_ptr(), out.u.as_ptr(), out.v.as_ptr());
+        for &colormap in Colormap::all() {
+            for gamma in [1.0, 0.5] {
+                mapper.set_settings(settings(WindowMode::auto(), gamma, colormap));
+                mapper.map(&frame, &mut out).unwrap();
+                assert_eq!((out.y.as_ptr(), out.u.as_ptr(), out.v.as_ptr()), planes);
+            }
+        }
+    }
+
+    #[test]
+    fn rgb_keeps_limited_range_and_applies_window_per_channel() {
+        let frame = Frame::new(16, 16, PixelFormat::Rgb8, 0, [200, 100, 50].repeat(256)).unwrap();
+        // The colour map is ignored for RGB.
+        let plain = map(DisplaySettings::default(), Geometry::default(), &frame);
+        let viridis = map(
+            settings(WindowMode::Full, 1.0, Colormap::Viridis),
+            Geometry::default(),
+            &frame,
+        );
+        assert_eq!(plain, viridis);
+        assert_close(
+            plain.to_rgb8_limited()[..3].try_into().unwrap(),
+            [200, 100, 50],
+            2,
+        );
+        // Window 50..200 stretches each channel: 200 -> 255, 100 -> 85, 50 -> 0.
+        let out = map(
+            settings(manual(50, 200), 1.0, Colormap::Gray),
+            Geometry::default(),
+            &frame,
+        );
+        assert_close(
+            out.to_rgb8_limited()[..3].try_into().unwrap(),
+            [255, 85, 0],
+            2,
+        );
+    }
+
+    #[test]
+    fn histogram_counts_and_percentiles() {
+        // Every 12-bit value exactly once.
+        let frame = mono16(64, 64, M12, |x, y| (x + 64 * y) as u16);
+        let h = histogram(&frame, 4096, 1);
+        assert_eq!(
+            (h.samples, h.min, h.max, h.max_value),
+            (4096, 0, 4095, 4095)
+        );
+        assert!(h.bins.iter().all(|&c| c == 1));
+        assert_eq!(h.percentile(0.0), 0);
+        assert_eq!(h.percentile(50.0), 2047);
+        assert_eq!(h.percentile(99.9), 4091);
+        assert_eq!(h.percentile(100.0), 4095);
+        assert_eq!(h.percentile(250.0), 4095);
+        assert_eq!(h.percentile(f64::NAN), 0);
+        // Coarser bins interpolate inside each bin.
+        let h = histogram(&frame, 256, 1);
+        assert_eq!(h.bins.len(), 256);
+        assert!(h.bins.iter().all(|&c| c == 16));
+        assert_eq!(h.bin_range(1), 16..=31);
+        assert!(h.bin_range(256).is_empty());
+        assert_eq!(h.percentile(50.0), 2047);
+        assert_eq!(h.percentile(25.0), 1023);
+        // Subsampling: every 2nd pixel of every 2nd row.
+        let h = histogram(&frame, 16, 2);
+        assert_eq!((h.samples, h.min, h.max), (1024, 0, 4094 - 64));
+        // Bins are clamped to the number of raw values; RGB counts the brightest channel.
+        let rgb = Frame::new(16, 16, PixelFormat::Rgb8, 0, [10, 200, 30].repeat(256)).unwrap();
+        let h = histogram(&rgb, 1000, 1);
+        assert_eq!((h.bins.len(), h.min, h.max), (256, 200, 200));
+        assert_eq!(h.bins[200], 256);
+        // Values above the bit depth count as full scale; broken frames are empty.
+        let mut frame = mono16(16, 16, M12, |_, _| 5000);
+        assert_eq!(histogram(&frame, 64, 1).max, 4095);
+        frame.data.pop();
+        let h = histogram(&frame, 64, 0);
+        assert_eq!((h.samples, h.percentile(50.0)), (0, 0));
+    }
+
+    #[test]
+    fn to_rgb8_inverts_bt601() {
+        let mut out = I420Frame::default();
+        out.set_size(2, 2);
+        out.y.copy_from_slice(&[0, 255, 100, 128]);
+        assert_eq!(
+            out.to_rgb8(),
+            [0, 0, 0, 255, 255, 255, 100, 100, 100, 128, 128, 128]
+        );
+        // Full-range red, as the saturation map writes it.
+        let (y, cb2, cr2) = kernels::ycbcr2_full([255.0, 0.0, 0.0]);
+        out.y.fill(y);
+        out.u[0] = cb2.div_ceil(2) as u8;
+        out.v[0] = cr2.div_ceil(2) as u8;
+        assert_close(out.to_rgb8()[..3].try_into().unwrap(), [255, 0, 0], 2);
+        // Limited range: 16 is black, 235 white.
+        out.y.copy_from_slice(&[16, 235, 16, 235]);
+        out.u[0] = 128;
+        out.v[0] = 128;
+        assert_eq!(&out.to_rgb8_limited()[..6], &[0, 0, 0, 255, 255, 255]);
+        // Inconsistent frames do not panic.
+        let broken = I420Frame {
+            width: 4,
+            height: 4,
+            y: vec![50; 3],
+            ..I420Frame::default()
+        };
+        assert_eq!(broken.to_rgb8().len(), 48);
+        assert!(I420Frame::default().to_rgb8().is_empty());
+    }
+
+    #[test]
+    fn converter_and_mapper_agree_on_sizes() {
+        for (w, h) in [
+            (16, 16),
+            (33, 17),
+            (2048, 2048),
+            (3841, 2160),
+            (7680, 4320),
+            (2160, 3840),
+        ] {
+            assert_eq!(
+                Geometry::default().output_size(w, h),
+                crate::i420_dimensions(w, h)
+            );
+        }
+        let mut c = Converter::default();
+        let mut out = I420Frame::default();
+        c.convert(&noise(40, 20, PixelFormat::Rgb8, 1), &mut out)
+            .unwrap();
+        assert_eq!((out.width, out.height), (40, 20));
     }
 }

@@ -623,31 +623,52 @@ pub(crate) fn sample_histogram(
     max: u32,
     counts: &mut [u32],
 ) -> (u64, u32, u32) {
+    let step = step.max(1);
+    match view.format {
+        PixelFormat::Mono8 => count_samples(view, step, bits, max, counts, |p| p[0].into()),
+        PixelFormat::Mono16 { .. } => count_samples(view, step, bits, max, counts, |p| {
+            u16::from_le_bytes([p[0], p[1]]).into()
+        }),
+        PixelFormat::Rgb8 => count_samples(view, step, bits, max, counts, |p| {
+            p[0].max(p[1]).max(p[2]).into()
+        }),
+    }
+}
+
+/// [`sample_histogram`] for one pixel format (`value` reads a pixel), so that the inner
+/// loop has no format dispatch and keeps min/max in registers.
+#[inline(always)]
+fn count_samples(
+    view: &View<'_>,
+    step: usize,
+    bits: u32,
+    max: u32,
+    counts: &mut [u32],
+    value: impl Fn(&[u8]) -> u32,
+) -> (u64, u32, u32) {
     counts.fill(0);
-    let bins = counts.len() as u64;
+    let bins = counts.len();
     if bins == 0 {
         return (0, 0, 0);
     }
-    let step = step.max(1);
+    // v * bins / 2^bits; a shift when bins is a power of two (the auto window's case).
+    let shift = (bins.is_power_of_two() && bins <= 1 << bits).then(|| bits - bins.trailing_zeros());
+    let bpp = view.format.bytes_per_pixel();
     let (mut lo, mut hi, mut n) = (u32::MAX, 0u32, 0u64);
-    let mut count = |v: u32| {
-        let v = v.min(max);
-        lo = lo.min(v);
-        hi = hi.max(v);
-        // (v * bins) >> bits < bins because v < 2^bits.
-        counts[((u64::from(v) * bins) >> bits) as usize] += 1;
-    };
     for y in (0..view.height).step_by(step) {
-        let row = view.row(y);
-        match view.format {
-            PixelFormat::Mono8 => row.iter().step_by(step).for_each(|&v| count(v.into())),
-            PixelFormat::Mono16 { .. } => samples(row).step_by(step).for_each(|v| count(v.into())),
-            PixelFormat::Rgb8 => row
-                .chunks_exact(3)
-                .step_by(step)
-                .for_each(|p| count(p[0].max(p[1]).max(p[2]).into())),
+        // The first pixel of each `step`-pixel chunk: a sequential walk.
+        for px in view.row(y).chunks(bpp * step) {
+            let v = value(px).min(max);
+            lo = lo.min(v);
+            hi = hi.max(v);
+            let bin = match shift {
+                Some(s) => (v >> s) as usize,
+                None => ((u64::from(v) * bins as u64) >> bits) as usize,
+            };
+            // v < 2^bits, so bin < bins.
+            counts[bin.min(bins - 1)] += 1;
+            n += 1;
         }
-        n += view.width.div_ceil(step) as u64;
     }
     if n == 0 {
         (0, 0, 0)

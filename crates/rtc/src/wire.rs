@@ -2,8 +2,8 @@
 //!
 //! `TrackLocalStaticRTP::write_rtp` only hands a packet to the peer connection's driver
 //! task, which runs the interceptors, encrypts it (SRTP) and sends it later. To time the
-//! real departure, every WebRTC socket made by our runtime ([`crate::runtime`]) passes
-//! each datagram it sent to [`on_datagram`]. SRTP leaves the 12-byte RTP header in clear
+//! real departure, every WebRTC socket made by our runtime (`runtime.rs`) passes
+//! each datagram it sent to `on_datagram`. SRTP leaves the 12-byte RTP header in clear
 //! text, so the sender's SSRC, the RTP timestamp and the marker bit (last packet of a
 //! frame) can be read there without any key.
 //!
