@@ -11,6 +11,8 @@ command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # nokhwa (the `camera` feature) runs bindgen, which needs libclang.
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# The Python push client example is run against the real endpoint (Debian's python3).
+/usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || need_apt+=(python3 python3-numpy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
