@@ -35,7 +35,26 @@ fn main() -> anyhow::Result<()> {
         frames.len(),
         lumacast_encode::build_info().assembly
     );
-    for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (3, 3), (4, 4)] {
+    // PACE_MS=33 sleeps between frames as a 30 fps source would.
+    let pace: u64 = std::env::var("PACE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let spin = std::env::var_os("PACE_SPIN").is_some();
+    let prewarm: Option<std::time::Duration> = std::env::var("PREWARM_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros);
+    if std::env::var_os("KEEP_WARM").is_some() {
+        // Experiment: one low-priority spinner keeps the other vCPU from halting.
+        std::thread::spawn(|| loop {
+            for _ in 0..1000 {
+                std::hint::spin_loop();
+            }
+            std::thread::yield_now();
+        });
+    }
+    for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (2, 6), (2, 8)] {
         for (complexity, deblocking) in [(Complexity::Low, true), (Complexity::Low, false)] {
             let mut cfg = EncoderConfig::new(w, h);
             cfg.threads = threads;
@@ -46,6 +65,32 @@ fn main() -> anyhow::Result<()> {
             let mut times = Vec::new();
             let mut bytes = 0usize;
             for (i, f) in frames.iter().enumerate() {
+                if pace > 0 {
+                    // Like a live source: the encoder idles between frames.
+                    if let Some(pre) = prewarm {
+                        // Sleep most of the gap, then keep both vCPUs busy for the last
+                        // `pre` ms before the frame.
+                        let gap = std::time::Duration::from_millis(pace);
+                        std::thread::sleep(gap.saturating_sub(pre));
+                        let until = Instant::now() + pre;
+                        let helper = std::thread::spawn(move || {
+                            while Instant::now() < until {
+                                std::hint::spin_loop();
+                            }
+                        });
+                        while Instant::now() < until {
+                            std::hint::spin_loop();
+                        }
+                        let _ = helper.join();
+                    } else if spin {
+                        let until = Instant::now() + std::time::Duration::from_millis(pace);
+                        while Instant::now() < until {
+                            std::hint::spin_loop();
+                        }
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(pace));
+                    }
+                }
                 let t = Instant::now();
                 let out = enc.encode(f, i as i64 * 33)?;
                 times.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -22,8 +22,8 @@ pub const MAX_THREADS: u16 = 4;
 /// Upper bound for fixed slice counts (openh264 may lower it further for small pictures).
 pub const MAX_SLICES: u16 = 32;
 
-/// Frames of 640x480 pixels or more get 2 threads and 2 slices by default
-/// (`examples/encode_sweep`: 640x480 p50 1.85 ms with 2 threads vs 3.09 ms with 1).
+/// Frames of 640x480 pixels or more get 2 threads and 4 slices by default
+/// (`examples/encode_sweep`, see [`EncoderConfig::new`]).
 const MULTI_THREAD_MIN_PIXELS: u64 = 640 * 480;
 
 /// openh264's encoder complexity (`iComplexityMode`): speed against compression efficiency.
@@ -90,17 +90,20 @@ impl EncoderConfig {
     ///   6 Mb/s at 1920x1080, 8 Mb/s at 2048x2048;
     /// - an IDR every 60 frames (2 s), so a viewer that lost a packet recovers within 2 s even
     ///   without sending a PLI;
-    /// - 2 threads and 2 slices from 640x480 pixels up (about 35-40 % lower encode time
-    ///   than 1 thread and 1 slice on 2 cores: 480p 1.9 vs 3.1 ms, 720p 6.2 vs 10.5 ms,
-    ///   1080p 12 vs 21 ms), 1 thread and a single slice below, where the absolute gain is
-    ///   tiny;
+    /// - 2 threads and 4 slices from 640x480 pixels up, 1 thread and a single slice below,
+    ///   where the absolute gain is tiny. Four slices rather than two because a live
+    ///   encoder idles between frames: on this 2-vCPU VM, encoding frames 30 ms apart
+    ///   (`PACE_MS=30 cargo run --release --example encode_sweep`) took 720p p50 5.7 ms
+    ///   with 2 threads/4 slices, 8.0 ms with 2/2 and 10.5 ms with 1/1 (1080p 12.0 / 15.5 /
+    ///   21.5 ms; 480p 2.7 / 3.6 / 4.8 ms). A worker thread that wakes late then still finds
+    ///   slices to take. Back to back, 2/2 and 2/4 are equal (720p 4.5-4.7 ms);
     /// - [`Complexity::Low`];
     /// - full-range signalling (`full_range = true`), right for monochrome detector frames.
     pub fn new(width: u32, height: u32) -> Self {
         let fps = 30.0;
         let pixels = u64::from(width) * u64::from(height);
         let (threads, slices) = if pixels >= MULTI_THREAD_MIN_PIXELS {
-            (2, 2)
+            (2, 4)
         } else {
             (1, 1)
         };
@@ -239,9 +242,9 @@ mod tests {
         let small = EncoderConfig::new(320, 240);
         assert_eq!((small.threads, small.slices), (1, 1));
         let vga = EncoderConfig::new(640, 480);
-        assert_eq!((vga.threads, vga.slices), (2, 2));
+        assert_eq!((vga.threads, vga.slices), (2, 4));
         let hd = EncoderConfig::new(1280, 720);
-        assert_eq!((hd.threads, hd.slices), (2, 2));
+        assert_eq!((hd.threads, hd.slices), (2, 4));
         assert_eq!(hd.keyframe_interval, 60);
         assert_eq!(hd.complexity, Complexity::Low);
         hd.validate().unwrap();

@@ -32,7 +32,7 @@ fn encoder_and_decoder_are_send() {
 #[test]
 fn roundtrip_720p_default_config_60_frames() {
     let cfg = EncoderConfig::new(1280, 720);
-    assert_eq!((cfg.threads, cfg.slices), (2, 2));
+    assert_eq!((cfg.threads, cfg.slices), (2, 4));
     let mut enc = Encoder::new(cfg).unwrap();
     let mut dec = Decoder::new().unwrap();
     let mut scene = Scene::new(1280, 720, 0);
