@@ -1,8 +1,12 @@
 //! Encoder settings sweep on the synthetic detector's real content.
 //! Run: cargo run --release --example encode_sweep -- [WIDTH HEIGHT]
 //!
-//! Prints mean/p50/p99 encode time per (threads, slices, complexity) so the defaults in
+//! Prints mean/p50/p99 encode time per (threads, slices, deblocking) so the defaults in
 //! `crates/encode/src/config.rs` can be checked on the machine at hand.
+//!
+//! `PACE_MS=30` sleeps before each frame, as a live 30 fps source leaves the encoder
+//! idle; `PREWARM_US=1500` (with `PACE_MS`) spins both cores for the last 1.5 ms of each
+//! gap instead of sleeping (an experiment: it did not help on our VM).
 
 use lumacast_capture::{FrameSource, SyntheticConfig, SyntheticSource};
 use lumacast_encode::{Complexity, Encoder, EncoderConfig};
@@ -40,20 +44,10 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let spin = std::env::var_os("PACE_SPIN").is_some();
     let prewarm: Option<std::time::Duration> = std::env::var("PREWARM_US")
         .ok()
         .and_then(|v| v.parse().ok())
         .map(std::time::Duration::from_micros);
-    if std::env::var_os("KEEP_WARM").is_some() {
-        // Experiment: one low-priority spinner keeps the other vCPU from halting.
-        std::thread::spawn(|| loop {
-            for _ in 0..1000 {
-                std::hint::spin_loop();
-            }
-            std::thread::yield_now();
-        });
-    }
     for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (2, 6), (2, 8)] {
         for (complexity, deblocking) in [(Complexity::Low, true), (Complexity::Low, false)] {
             let mut cfg = EncoderConfig::new(w, h);
@@ -82,11 +76,6 @@ fn main() -> anyhow::Result<()> {
                             std::hint::spin_loop();
                         }
                         let _ = helper.join();
-                    } else if spin {
-                        let until = Instant::now() + std::time::Duration::from_millis(pace);
-                        while Instant::now() < until {
-                            std::hint::spin_loop();
-                        }
                     } else {
                         std::thread::sleep(std::time::Duration::from_millis(pace));
                     }

@@ -241,11 +241,17 @@ pub async fn snapshot(
             mapper
                 .map(&frame, &mut out)
                 .map_err(|e| ApiError::Internal(format!("mapping the frame: {e}")))?;
+            // RGB sources are encoded in limited range, mono ones in full range.
+            let rgb = if frame.format == PixelFormat::Rgb8 {
+                out.to_rgb8_limited()
+            } else {
+                out.to_rgb8()
+            };
             encode_image(
                 out.width,
                 out.height,
                 image::ExtendedColorType::Rgb8,
-                &out.to_rgb8(),
+                &rgb,
                 false,
             )
         } else {
