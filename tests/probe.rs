@@ -60,3 +60,19 @@ async fn probe_fails_clearly_when_the_server_refuses() {
     assert!(log.contains("HTTP 404"), "{log}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_speaks_whep_too() {
+    let server = TestServer::start(&["cam=synthetic,width=640,height=480,fps=30"]).await;
+    let url = format!("http://{}/whep/cam", server.addr);
+    let (ok, r, log) = run_probe(&[&url, "--whep", "--seconds", "2", "--json"]).await;
+    assert!(ok, "{log}");
+    assert!(r["frames"].as_u64().unwrap() >= 30, "{log}");
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() < 1000.0, "{log}");
+    assert!(r["first_frame_ms"].as_f64().unwrap() > 0.0, "{log}");
+    // a WHEP endpoint that does not exist: a clear failure
+    let bad = format!("http://{}/whep/nope", server.addr);
+    let (ok, _, log) = run_probe(&[&bad, "--whep", "--seconds", "1", "--json"]).await;
+    assert!(!ok && log.contains("HTTP 404"), "{log}");
+    server.stop().await;
+}

@@ -2,8 +2,10 @@
 //! reads the timestamp stripe (docs: shared spec "timestamp stripe v1") and prints
 //! capture-to-decoded latency, fps, sequence gaps and time to first frame.
 //!
-//! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json]
+//! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json] [--whep]
 //!
+//! `--whep` treats the URL as a WHEP endpoint (e.g. `http://127.0.0.1:8080/whep/synthetic`)
+//! and offers there as `application/sdp` (any WHEP server that sends the stripe works).
 //! `--json` prints one JSON object instead of the text report (for scripts and tests);
 //! the exit status is non-zero when no frame could be decoded.
 //!
@@ -28,6 +30,20 @@ fn now_us() -> u64 {
 
 /// POST a JSON body over plain HTTP/1.1 and return the parsed JSON answer.
 async fn post_json(url: &str, path: &str, body: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = post(url, path, "application/json", body).await?;
+    if status != "200" {
+        bail!("HTTP {status}: {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// POST `body` with `content_type` over plain HTTP/1.1; returns the status and body.
+async fn post(
+    url: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> anyhow::Result<(String, String)> {
     let rest = url
         .strip_prefix("http://")
         .context("only http:// URLs are supported")?;
@@ -42,7 +58,7 @@ async fn post_json(url: &str, path: &str, body: &str) -> anyhow::Result<serde_js
         .await
         .with_context(|| format!("connecting to {host}"))?;
     let req = format!(
-        "POST {full_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {full_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await?;
@@ -73,10 +89,7 @@ async fn post_json(url: &str, path: &str, body: &str) -> anyhow::Result<serde_js
     } else {
         body.to_string()
     };
-    if status != "200" {
-        bail!("HTTP {status}: {body}");
-    }
-    Ok(serde_json::from_str(&body)?)
+    Ok((status.to_string(), body))
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -103,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds: f64 = opt("--seconds").map_or(Ok(10.0), |s| s.parse())?;
     let detector = opt("--detector");
     let json_out = args.iter().any(|a| a == "--json");
+    let whep = args.iter().any(|a| a == "--whep");
 
     let mut client = ViewerClient::new(&["42e01f", "42001f"]).await?;
     let mut body = serde_json::json!({"sdp": client.offer_sdp(), "type": "offer"});
@@ -110,12 +124,21 @@ async fn main() -> anyhow::Result<()> {
         body["detectorName"] = d.clone().into();
     }
     let posted = Instant::now();
-    let answer = post_json(&url, "/LiveViewController/webrtc_offer", &body.to_string()).await?;
+    let sdp = if whep {
+        // Standard WHEP: the URL is the endpoint, the offer goes as application/sdp.
+        let (status, answer) = post(&url, "", "application/sdp", client.offer_sdp()).await?;
+        if status != "201" {
+            bail!("HTTP {status}: {answer}");
+        }
+        answer
+    } else {
+        let answer = post_json(&url, "/LiveViewController/webrtc_offer", &body.to_string()).await?;
+        answer["sdp"]
+            .as_str()
+            .context("the answer has no \"sdp\"")?
+            .to_string()
+    };
     let answered = posted.elapsed();
-    let sdp = answer["sdp"]
-        .as_str()
-        .context("the answer has no \"sdp\"")?
-        .to_string();
     client.accept_answer(sdp).await?;
 
     let mut decoder = Decoder::new()?;

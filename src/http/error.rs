@@ -87,6 +87,9 @@ impl From<RtcError> for ApiError {
             RtcError::NoVideo | RtcError::NoH264(_) | RtcError::Unanswerable(_) => {
                 ApiError::Unprocessable(e.to_string())
             }
+            RtcError::NoSession(_) => ApiError::NotFound(e.to_string()),
+            RtcError::IceRestart => ApiError::Unprocessable(e.to_string()),
+            RtcError::BadFragment(_) => ApiError::BadRequest(e.to_string()),
             RtcError::TooManyViewers(_) | RtcError::SourceStopped => {
                 ApiError::Unavailable(e.to_string())
             }

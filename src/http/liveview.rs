@@ -104,26 +104,7 @@ pub async fn webrtc_offer(
     lumacast_rtc::analyze_offer(&sdp)?;
     let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
     super::stream::apply_imswitch_params(&state, &name, p.get("params").unwrap_or(&Value::Null))?;
-    let running = match state.detectors.running(&name) {
-        Some(r) => r,
-        None => {
-            let s = state.clone();
-            let n = name.clone();
-            tokio::task::spawn_blocking(move || s.detectors.start(&n))
-                .await??
-                .0
-        }
-    };
-    let session = lumacast_rtc::answer_offer(
-        &state.rtc,
-        &sdp,
-        &name,
-        &running.bus,
-        running.keyframe_request(),
-        &running.viewers,
-    )
-    .await?;
-    info!(detector = %name, viewer = session.id, "viewer answered");
+    let session = open_viewer(&state, &name, &sdp).await?;
     Ok(Json(json!({
         "status": "success",
         "sdp": session.answer_sdp,
@@ -142,4 +123,34 @@ pub async fn active_streams(State(state): State<AppState>) -> Json<Value> {
         .map(|d| json!({"detector": d.name, "protocol": PROTOCOL, "viewers": d.viewers}))
         .collect();
     Json(json!({"status": "success", "active_streams": streams}))
+}
+
+/// Answers `sdp` for a viewer of detector `name` (resolved already), starting the
+/// detector when it is not running. The offer must have passed `analyze_offer`.
+pub(crate) async fn open_viewer(
+    state: &AppState,
+    name: &str,
+    sdp: &str,
+) -> Result<lumacast_rtc::ViewerSession, ApiError> {
+    let running = match state.detectors.running(name) {
+        Some(r) => r,
+        None => {
+            let s = state.clone();
+            let n = name.to_string();
+            tokio::task::spawn_blocking(move || s.detectors.start(&n))
+                .await??
+                .0
+        }
+    };
+    let session = lumacast_rtc::answer_offer(
+        &state.rtc,
+        sdp,
+        name,
+        &running.bus,
+        running.keyframe_request(),
+        &running.viewers,
+    )
+    .await?;
+    info!(detector = %name, viewer = session.id, "viewer answered");
+    Ok(session)
 }

@@ -5,6 +5,7 @@ mod error;
 mod liveview;
 mod page;
 mod stream;
+mod whep;
 
 pub use error::ApiError;
 
@@ -40,6 +41,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/detectors/{name}/frames",
             post(stream::push_frame).layer(DefaultBodyLimit::max(stream::MAX_PUSH_BODY_BYTES)),
+        )
+        .route("/whep/{detector}", post(whep::offer).options(whep::options))
+        .route(
+            "/whep/{detector}/sessions/{id}",
+            axum::routing::delete(whep::delete)
+                .patch(whep::patch)
+                .options(whep::options),
         )
         .route(
             "/LiveViewController/setStreamParameters",

@@ -26,12 +26,22 @@ impl TestServer {
 
     /// Like [`TestServer::start`] on a given address (to restart on the same port).
     pub async fn start_on(addr: &str, detectors: &[&str]) -> Self {
+        Self::start_with(addr, detectors, |_| {}).await
+    }
+
+    /// Like [`TestServer::start_on`], with a chance to change the configuration.
+    pub async fn start_with(
+        addr: &str,
+        detectors: &[&str],
+        change: impl FnOnce(&mut Config),
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
         let mut config = Config::default_for_tests();
         config.detectors = detectors.iter().map(|s| s.to_string()).collect();
+        change(&mut config);
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -122,10 +132,32 @@ pub async fn http_bytes(
     path: &str,
     body: Option<&[u8]>,
 ) -> (u16, String, Vec<u8>) {
+    http_with(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/octet-stream")],
+        body,
+    )
+    .await
+}
+
+/// Like [`http_bytes`] with the given request headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, String, Vec<u8>) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or(b"");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -238,6 +270,32 @@ impl Viewer {
             connected_at: None,
             answer,
         }
+    }
+
+    /// Joins through WHEP (`POST /whep/{detector}` with `application/sdp`); returns the
+    /// viewer and the response's header block (lower-cased).
+    pub async fn join_whep(server: &TestServer, detector: &str) -> (Viewer, String) {
+        let client = ViewerClient::new(&["42e01f"]).await.expect("client peer");
+        let posted_at = Instant::now();
+        let (status, headers, body) = http_with(
+            server.addr,
+            "POST",
+            &format!("/whep/{detector}"),
+            &[("Content-Type", "application/sdp")],
+            Some(client.offer_sdp().as_bytes()),
+        )
+        .await;
+        let sdp = String::from_utf8(body).unwrap();
+        assert_eq!(status, 201, "{headers}\n{sdp}");
+        client.accept_answer(sdp).await.expect("answer accepted");
+        let viewer = Viewer {
+            client,
+            decoder: Decoder::new().expect("decoder"),
+            posted_at,
+            connected_at: None,
+            answer: Value::Null,
+        };
+        (viewer, headers)
     }
 
     /// Receives and decodes until `n` pictures were decoded or `timeout` passes.

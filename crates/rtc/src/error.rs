@@ -14,6 +14,14 @@ pub enum RtcError {
     TooManyViewers(usize),
     #[error("the frame source is stopped")]
     SourceStopped,
+    #[error("no viewer session {0}")]
+    NoSession(u64),
+    /// A trickle-ICE fragment that restarts ICE (new ufrag/pwd): not supported.
+    #[error("ICE restarts are not supported: the fragment carries a new ice-ufrag")]
+    IceRestart,
+    /// A trickle-ICE fragment without usable candidates or with a malformed one.
+    #[error("bad trickle-ICE fragment: {0}")]
+    BadFragment(String),
     #[error("WebRTC {context}: {message}")]
     WebRtc {
         context: &'static str,

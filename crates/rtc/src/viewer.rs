@@ -16,14 +16,26 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState,
+    RTCSessionDescription,
 };
+
+/// Aborts a helper task when the viewer task ends, however it ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
 
 /// ICE connectivity-check interval; see `setup_peer` for why it is short.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(5);
@@ -124,7 +136,15 @@ struct ViewerShared {
     frames_dropped: AtomicU64,
     samples: Mutex<Samples>,
     close_tx: watch::Sender<bool>,
+    /// The viewer's ICE username fragment from its offer (trickle fragments must match).
+    remote_ufrag: Mutex<Option<String>>,
+    /// Trickled remote candidates for the viewer task to add (bounded).
+    trickle_tx: mpsc::Sender<String>,
+    trickle_rx: Mutex<Option<mpsc::Receiver<String>>>,
 }
+
+/// Trickled candidates waiting for a viewer task, at most.
+const TRICKLE_QUEUE: usize = 64;
 
 /// Latency samples kept per viewer (per kind), about 17 s at 30 fps.
 const LATENCY_WINDOW: usize = 512;
@@ -245,6 +265,49 @@ impl ViewerRegistry {
         }
     }
 
+    /// Whether viewer `id` exists in this registry.
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    /// Adds trickled remote candidates (an `application/trickle-ice-sdpfrag` body, RFC 8840)
+    /// to viewer `id`. A fragment whose `a=ice-ufrag` differs from the offer's asks for an
+    /// ICE restart, which is refused; the queue towards the viewer is bounded.
+    pub fn trickle(&self, id: u64, fragment: &str) -> Result<usize, RtcError> {
+        let v = self
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or(RtcError::NoSession(id))?;
+        let mut candidates = Vec::new();
+        for line in fragment.lines().map(str::trim) {
+            if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+                let ours = v
+                    .remote_ufrag
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if ours.as_deref() != Some(ufrag.trim()) {
+                    return Err(RtcError::IceRestart);
+                }
+            } else if let Some(c) = line.strip_prefix("a=candidate:") {
+                if c.split_whitespace().count() < 8 {
+                    return Err(RtcError::BadFragment(format!(
+                        "malformed candidate \"{line}\""
+                    )));
+                }
+                candidates.push(format!("candidate:{c}"));
+            }
+        }
+        let n = candidates.len();
+        for c in candidates {
+            v.trickle_tx
+                .try_send(c)
+                .map_err(|_| RtcError::BadFragment("too many pending candidates".into()))?;
+        }
+        Ok(n)
+    }
+
     /// Asks every viewer to close (detector stopped).
     pub fn close_all(&self) {
         for v in self.lock().values() {
@@ -264,7 +327,11 @@ impl ViewerRegistry {
             return Err(RtcError::TooManyViewers(max));
         }
         let (close_tx, close_rx) = watch::channel(false);
+        let (trickle_tx, trickle_rx) = mpsc::channel(TRICKLE_QUEUE);
         let shared = Arc::new(ViewerShared {
+            remote_ufrag: Mutex::new(None),
+            trickle_tx,
+            trickle_rx: Mutex::new(Some(trickle_rx)),
             id: NEXT_VIEWER_ID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new("new"),
             created: Instant::now(),
@@ -351,6 +418,13 @@ pub async fn answer_offer(
         }
     };
     info!(parent: &span, profile = %choice.profile_level_id, payload_type, "answered offer");
+    *shared
+        .remote_ufrag
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = offer_sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_string());
 
     let task = ViewerTask {
         metrics: ViewerMetrics::new(detector),
@@ -621,6 +695,33 @@ impl ViewerTask {
         // longer than the bus holds, `Lagged` below asks for a fresh one.
         let mut rx = self.bus.subscribe();
         self.keyframe.request("new viewer");
+        // Trickled remote candidates (WHEP PATCH) go to the peer connection as they come.
+        let trickle_rx = self
+            .shared
+            .trickle_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let trickle_task = trickle_rx.map(|mut rx| {
+            let pc = self.pc.clone();
+            tokio::spawn(
+                async move {
+                    while let Some(candidate) = rx.recv().await {
+                        let init = RTCIceCandidateInit {
+                            candidate,
+                            sdp_mline_index: Some(0),
+                            ..Default::default()
+                        };
+                        match pc.add_ice_candidate(init).await {
+                            Ok(()) => debug!("trickled candidate added"),
+                            Err(e) => warn!(error = %e, "a trickled candidate was refused"),
+                        }
+                    }
+                }
+                .in_current_span(),
+            )
+        });
+        let _trickle_guard = AbortOnDrop(trickle_task);
         // Wait for the connection (ICE + DTLS), bounded.
         let connected = tokio::select! {
             r = tokio::time::timeout(

@@ -1,0 +1,191 @@
+//! WHEP (draft-ietf-wish-whep; the rules it shares with WHIP, RFC 9725): a standard
+//! player POSTs its offer as `application/sdp` and gets the answer plus a session URL.
+//!
+//! - `POST /whep/{detector}`: 201, `Location` of the session, `ETag`, the answer;
+//!   415 for another content type, 404 for an unknown detector, 400/422 for an offer we
+//!   cannot answer.
+//! - `DELETE /whep/{detector}/sessions/{id}`: ends the session, 200; 404 if unknown.
+//! - `PATCH` on the session with `application/trickle-ice-sdpfrag`: trickled candidates,
+//!   204. ICE restarts are not supported: a fragment with a new `ice-ufrag` gets 422 (the
+//!   answer RFC 9725 prescribes for an unsupported PATCH use); a stale `If-Match` 412.
+//! - `OPTIONS`: CORS preflight, `Accept-Post`, and the configured ICE servers as
+//!   `Link: <url>; rel="ice-server"` headers.
+
+use super::ApiError;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tracing::info;
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// Whether the request's `Content-Type` is `expected` (parameters such as charset ignored).
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+fn unsupported_type(expected: &str) -> Response {
+    let body = serde_json::json!({
+        "status": "error",
+        "message": format!("the body must be {expected}"),
+    });
+    (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(body)).into_response()
+}
+
+fn etag(id: u64) -> String {
+    // No ICE restarts, so a session's entity never changes.
+    format!("\"lumacast-{id}\"")
+}
+
+/// CORS for browser players on other origins, on every WHEP answer.
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
+    );
+}
+
+/// The configured STUN/TURN servers as WHIP/WHEP `Link` headers.
+fn ice_links(state: &AppState, headers: &mut HeaderMap) {
+    for url in &state.rtc.ice_servers {
+        // URLs come from the operator's configuration; skip anything not header-safe.
+        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
+            headers.append(header::LINK, v);
+        }
+    }
+}
+
+fn with_cors(mut r: Response) -> Response {
+    cors(r.headers_mut());
+    r
+}
+
+/// `POST /whep/{detector}`.
+pub async fn offer(
+    State(state): State<AppState>,
+    Path(detector): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !content_type_is(&headers, SDP) {
+        return with_cors(unsupported_type(SDP));
+    }
+    with_cors(match answer(&state, &detector, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn answer(state: &AppState, detector: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let name = state.detectors.resolve(Some(detector))?;
+    let sdp = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
+    lumacast_rtc::analyze_offer(sdp)?;
+    let session = super::liveview::open_viewer(state, &name, sdp).await?;
+    let location = format!("/whep/{name}/sessions/{}", session.id);
+    info!(detector = %name, viewer = session.id, "WHEP session created");
+    let mut r = (StatusCode::CREATED, session.answer_sdp).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag(session.id)).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    ice_links(state, h);
+    Ok(r)
+}
+
+/// The viewers of `detector` if `id` is one of them.
+fn session(
+    state: &AppState,
+    detector: &str,
+    id: u64,
+) -> Result<lumacast_rtc::ViewerRegistry, ApiError> {
+    let name = state.detectors.resolve(Some(detector))?;
+    state
+        .detectors
+        .running(&name)
+        .map(|r| r.viewers.clone())
+        .filter(|v| v.contains(id))
+        .ok_or_else(|| ApiError::NotFound(format!("no WHEP session {id} on detector \"{name}\"")))
+}
+
+/// `DELETE /whep/{detector}/sessions/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((detector, id)): Path<(String, u64)>,
+) -> Response {
+    with_cors(match session(&state, &detector, id) {
+        Ok(viewers) => {
+            viewers.close(id);
+            info!(detector = %detector, viewer = id, "WHEP session deleted");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => e.into_response(),
+    })
+}
+
+/// `PATCH /whep/{detector}/sessions/{id}`: trickle ICE.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((detector, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !content_type_is(&headers, SDPFRAG) {
+        return with_cors(unsupported_type(SDPFRAG));
+    }
+    let result = (|| {
+        let viewers = session(&state, &detector, id)?;
+        if let Some(m) = headers.get(header::IF_MATCH) {
+            let m = m.to_str().unwrap_or_default().trim();
+            if m != "*" && m != etag(id) {
+                return Ok(StatusCode::PRECONDITION_FAILED.into_response());
+            }
+        }
+        let frag = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::BadRequest("the fragment is not UTF-8".into()))?;
+        let n = viewers.trickle(id, frag)?;
+        info!(detector = %detector, viewer = id, candidates = n, "trickled candidates");
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+    })();
+    with_cors(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// `OPTIONS /whep/{detector}` (and on a session): CORS preflight and ICE servers.
+pub async fn options(State(state): State<AppState>) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    h.insert("accept-post", HeaderValue::from_static(SDP));
+    ice_links(&state, h);
+    r
+}
