@@ -13,9 +13,9 @@ pub struct Config {
     #[arg(long, env = "LUMACAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// A detector to offer, as `NAME=KIND[,key=value...]`. KIND is `synthetic` or
-    /// `camera`. Keys: width, height, fps, bits (synthetic: 8..16), index (camera),
-    /// bitrate (bit/s), keyint (frames). Repeat for several detectors; the first is
+    /// A detector to offer, as `NAME=KIND[,key=value...]`. KIND is `synthetic`,
+    /// `camera`, `replay` or `push`. Keys: width, height, fps, bits (synthetic, push:
+    /// 8..16), index (camera), path (replay), bitrate (bit/s), keyint (frames). Repeat for several detectors; the first is
     /// the default. Default: `synthetic=synthetic`.
     #[arg(long = "detector", env = "LUMACAST_DETECTORS", value_delimiter = ';')]
     pub detectors: Vec<String>,
@@ -53,6 +53,15 @@ pub struct Config {
     /// Most viewers per detector.
     #[arg(long, env = "LUMACAST_MAX_VIEWERS", default_value_t = 64)]
     pub max_viewers: usize,
+
+    /// Most viewers of all detectors together.
+    #[arg(long, env = "LUMACAST_MAX_VIEWERS_TOTAL", default_value_t = 256)]
+    pub max_viewers_total: usize,
+
+    /// Offers (webrtc_offer, WHEP) accepted per client IP address and second, with bursts
+    /// of twice that; more get 429. 0 disables the limit.
+    #[arg(long, env = "LUMACAST_MAX_OFFERS_PER_SEC", default_value_t = 10.0)]
+    pub max_offers_per_sec: f64,
 
     /// List the cameras of this machine and exit.
     #[arg(long)]

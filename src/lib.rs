@@ -7,6 +7,7 @@
 pub mod config;
 pub mod detector;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod params;
 pub mod pipeline;
@@ -24,16 +25,27 @@ pub struct App {
     pub rtc: lumacast_rtc::RtcConfig,
     /// Renders `/metrics`; `None` if another metrics recorder owns the process.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Offers per client IP and second.
+    pub offers: limits::OfferLimiter,
+    /// Most viewers of all detectors together.
+    pub max_viewers_total: usize,
 }
 
 pub type AppState = Arc<App>;
 
 impl App {
+    /// Offers per second and client the server accepts.
+    pub fn offers_rate(&self) -> f64 {
+        self.offers.rate()
+    }
+
     pub fn new(config: &Config) -> Result<AppState, String> {
         Ok(Arc::new(App {
             detectors: detector::Detectors::new(config.detector_specs()?),
             rtc: config.rtc(),
             metrics: metrics::install(),
+            offers: limits::OfferLimiter::new(config.max_offers_per_sec),
+            max_viewers_total: config.max_viewers_total,
         }))
     }
 }
@@ -50,9 +62,13 @@ pub async fn run(
         tracing::warn!("{}", lumacast_encode::build_info().note);
     }
     let app = router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Connect info: the offer limit and the sessions API know each client's address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.detectors.stop_all()).await?;
     Ok(())

@@ -28,9 +28,18 @@ pub enum ApiError {
     /// Well-formed but unanswerable offer: no video, no H.264 (422).
     #[error("{0}")]
     Unprocessable(String),
-    /// The detector cannot start, or a limit is reached (503).
+    /// The detector cannot start (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A viewer limit is reached (503 with `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
+    /// This client sends offers too fast (429 with `Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// The request body is over the limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// A fault of ours (500).
     #[error("{0}")]
     Internal(String),
@@ -43,9 +52,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,7 +74,19 @@ impl IntoResponse for ApiError {
         if let ApiError::Param(p) = &self {
             body["field"] = p.field.clone().into();
         }
-        (status, Json(body)).into_response()
+        let retry_after = match &self {
+            ApiError::Busy(_) => Some("5"),
+            ApiError::TooManyRequests(_) => Some("1"),
+            _ => None,
+        };
+        let mut r = (status, Json(body)).into_response();
+        if let Some(s) = retry_after {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(s),
+            );
+        }
+        r
     }
 }
 
@@ -90,9 +113,8 @@ impl From<RtcError> for ApiError {
             RtcError::NoSession(_) => ApiError::NotFound(e.to_string()),
             RtcError::IceRestart => ApiError::Unprocessable(e.to_string()),
             RtcError::BadFragment(_) => ApiError::BadRequest(e.to_string()),
-            RtcError::TooManyViewers(_) | RtcError::SourceStopped => {
-                ApiError::Unavailable(e.to_string())
-            }
+            RtcError::TooManyViewers(_) => ApiError::Busy(e.to_string()),
+            RtcError::SourceStopped => ApiError::Unavailable(e.to_string()),
             RtcError::WebRtc { .. } => ApiError::Internal(e.to_string()),
         }
     }

@@ -83,6 +83,7 @@ pub async fn stop_live_view(
 pub async fn webrtc_offer(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
+    extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let p = params(query, &body)?;
@@ -104,7 +105,7 @@ pub async fn webrtc_offer(
     lumacast_rtc::analyze_offer(&sdp)?;
     let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
     super::stream::apply_imswitch_params(&state, &name, p.get("params").unwrap_or(&Value::Null))?;
-    let session = open_viewer(&state, &name, &sdp).await?;
+    let session = open_viewer(&state, &name, &sdp, client_addr(&extensions)).await?;
     Ok(Json(json!({
         "status": "success",
         "sdp": session.answer_sdp,
@@ -131,7 +132,30 @@ pub(crate) async fn open_viewer(
     state: &AppState,
     name: &str,
     sdp: &str,
+    client: Option<std::net::SocketAddr>,
 ) -> Result<lumacast_rtc::ViewerSession, ApiError> {
+    if let Some(addr) = client {
+        if !state.offers.allow(addr.ip(), std::time::Instant::now()) {
+            return Err(ApiError::TooManyRequests(format!(
+                "too many offers from {}: at most {} per second",
+                addr.ip(),
+                state.offers_rate()
+            )));
+        }
+    }
+    let total: usize = state
+        .detectors
+        .names()
+        .iter()
+        .filter_map(|n| state.detectors.running(n))
+        .map(|r| r.viewers.len())
+        .sum();
+    if total >= state.max_viewers_total {
+        return Err(ApiError::Busy(format!(
+            "the server has its maximum of {} viewers",
+            state.max_viewers_total
+        )));
+    }
     let running = match state.detectors.running(name) {
         Some(r) => r,
         None => {
@@ -151,6 +175,16 @@ pub(crate) async fn open_viewer(
         &running.viewers,
     )
     .await?;
-    info!(detector = %name, viewer = session.id, "viewer answered");
+    if let Some(addr) = client {
+        running.viewers.set_remote(session.id, addr);
+    }
+    info!(detector = %name, viewer = session.id, client = ?client, "viewer answered");
     Ok(session)
+}
+
+/// The TCP peer of this request, when the server runs with connect info (`run`).
+pub(crate) fn client_addr(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
 }

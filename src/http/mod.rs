@@ -4,6 +4,7 @@ mod detectors;
 mod error;
 mod liveview;
 mod page;
+mod sessions;
 mod stream;
 mod whep;
 
@@ -29,6 +30,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(detectors::health))
         .route("/api/detectors", get(detectors::list))
         .route("/api/stats", get(detectors::stats))
+        .route("/api/sessions", get(sessions::list))
+        .route(
+            "/api/sessions/{id}",
+            axum::routing::delete(sessions::delete),
+        )
         .route(
             "/api/detectors/{name}/params",
             get(stream::get_params).patch(stream::patch_params),
@@ -78,9 +84,45 @@ pub fn router(state: AppState) -> Router {
             "/LiveViewController/getActiveStreams",
             get(liveview::active_streams),
         )
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// Error answers made by axum itself (405 wrong method, 413 from a `Bytes` body, ...)
+/// come as empty or plain-text bodies: give them the same JSON shape as ours.
+async fn json_errors(r: axum::response::Response) -> axum::response::Response {
+    let status = r.status();
+    let plain = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = if text.trim().is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {}", text.trim())
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({"status": "error", "message": message}).to_string();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Request parameters from the query string merged with a JSON object body (the body

@@ -62,7 +62,13 @@ pub async fn patch_params(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (cell, shape) = state.detectors.params(&name)?;
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(body) = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(e.body_text())
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
     let Value::Object(patch) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object of parameters".into(),

@@ -76,23 +76,30 @@ pub async fn offer(
     State(state): State<AppState>,
     Path(detector): Path<String>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Response {
     if !content_type_is(&headers, SDP) {
         return with_cors(unsupported_type(SDP));
     }
-    with_cors(match answer(&state, &detector, &body).await {
+    let client = super::liveview::client_addr(&extensions);
+    with_cors(match answer(&state, &detector, &body, client).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     })
 }
 
-async fn answer(state: &AppState, detector: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn answer(
+    state: &AppState,
+    detector: &str,
+    body: &[u8],
+    client: Option<std::net::SocketAddr>,
+) -> Result<Response, ApiError> {
     let name = state.detectors.resolve(Some(detector))?;
     let sdp = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
     lumacast_rtc::analyze_offer(sdp)?;
-    let session = super::liveview::open_viewer(state, &name, sdp).await?;
+    let session = super::liveview::open_viewer(state, &name, sdp, client).await?;
     let location = format!("/whep/{name}/sessions/{}", session.id);
     info!(detector = %name, viewer = session.id, "WHEP session created");
     let mut r = (StatusCode::CREATED, session.answer_sdp).into_response();

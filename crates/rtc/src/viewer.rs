@@ -136,6 +136,10 @@ struct ViewerShared {
     frames_dropped: AtomicU64,
     samples: Mutex<Samples>,
     close_tx: watch::Sender<bool>,
+    /// Wall-clock creation time, for the sessions API.
+    since: std::time::SystemTime,
+    /// Who sent the offer (the HTTP client), when known.
+    remote: Mutex<Option<std::net::SocketAddr>>,
     /// The viewer's ICE username fragment from its offer (trickle fragments must match).
     remote_ufrag: Mutex<Option<String>>,
     /// Trickled remote candidates for the viewer task to add (bounded).
@@ -187,6 +191,10 @@ pub struct ViewerSnapshot {
     /// Frames and payload bytes handed over within the window.
     pub window_frames: u64,
     pub window_bytes: u64,
+    /// When the session was created (wall clock).
+    pub since: std::time::SystemTime,
+    /// The HTTP client that sent the offer, when known.
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 /// The viewers of one detector. Each viewer task owns its connection; the registry only
@@ -247,6 +255,8 @@ impl ViewerRegistry {
                     handoff_last_us,
                     window_frames,
                     window_bytes,
+                    since: v.since,
+                    remote: *v.remote.lock().unwrap_or_else(|e| e.into_inner()),
                 }
             })
             .collect();
@@ -262,6 +272,13 @@ impl ViewerRegistry {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Records who sent viewer `id`'s offer.
+    pub fn set_remote(&self, id: u64, addr: std::net::SocketAddr) {
+        if let Some(v) = self.lock().get(&id) {
+            *v.remote.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
         }
     }
 
@@ -330,6 +347,8 @@ impl ViewerRegistry {
         let (trickle_tx, trickle_rx) = mpsc::channel(TRICKLE_QUEUE);
         let shared = Arc::new(ViewerShared {
             remote_ufrag: Mutex::new(None),
+            since: std::time::SystemTime::now(),
+            remote: Mutex::new(None),
             trickle_tx,
             trickle_rx: Mutex::new(Some(trickle_rx)),
             id: NEXT_VIEWER_ID.fetch_add(1, Ordering::Relaxed),
