@@ -30,7 +30,8 @@ impl OfferLimiter {
 
     /// Takes one token for `ip` at `now`; false when the client is over its rate.
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        if !(self.rate > 0.0) {
+        // NaN and anything not above 0 mean "no limit".
+        if self.rate.is_nan() || self.rate <= 0.0 {
             return true;
         }
         let burst = (2.0 * self.rate).max(1.0);
