@@ -55,6 +55,15 @@ impl TestServer {
         }
     }
 
+    /// A handle on a server running elsewhere (e.g. the real binary); `stop` does nothing.
+    pub fn attach(addr: SocketAddr) -> Self {
+        TestServer {
+            addr,
+            shutdown: None,
+            task: None,
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
