@@ -63,6 +63,26 @@ pub struct Config {
     #[arg(long, env = "LUMACAST_MAX_OFFERS_PER_SEC", default_value_t = 10.0)]
     pub max_offers_per_sec: f64,
 
+    /// Require `Authorization: Bearer TOKEN` (or `?access_token=TOKEN`) on every API,
+    /// WHEP and metrics route; `/health` and the page's static files stay open.
+    #[arg(long, env = "LUMACAST_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+
+    /// Also accept HS256 JSON Web Tokens signed with this secret; they must carry an
+    /// `exp` (expiry, seconds since the epoch) in the future.
+    #[arg(long, env = "LUMACAST_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+
+    /// Origins allowed to call the API from other web pages (CORS), comma-separated;
+    /// `*` allows every origin.
+    #[arg(
+        long = "cors-origin",
+        env = "LUMACAST_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+
     /// List the cameras of this machine and exit.
     #[arg(long)]
     pub list_cameras: bool,

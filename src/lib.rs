@@ -29,6 +29,10 @@ pub struct App {
     pub offers: limits::OfferLimiter,
     /// Most viewers of all detectors together.
     pub max_viewers_total: usize,
+    /// Bearer token / JWT requirements (none by default).
+    pub auth: http::AuthConfig,
+    /// Origins allowed by CORS (`*` = any).
+    pub cors_origins: Vec<String>,
 }
 
 pub type AppState = Arc<App>;
@@ -46,6 +50,11 @@ impl App {
             metrics: metrics::install(),
             offers: limits::OfferLimiter::new(config.max_offers_per_sec),
             max_viewers_total: config.max_viewers_total,
+            auth: http::AuthConfig {
+                token: config.auth_token.clone().filter(|t| !t.is_empty()),
+                jwt_secret: config.jwt_secret.clone().filter(|t| !t.is_empty()),
+            },
+            cors_origins: config.cors_origins.clone(),
         }))
     }
 }

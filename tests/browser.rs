@@ -69,3 +69,34 @@ async fn chromium_plays_the_page_and_reconnects_after_a_server_restart() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_and_drives_the_controls_on_a_server_that_needs_a_token() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/live_view.mjs");
+    let server = TestServer::start_with("127.0.0.1:0", &[], |c| {
+        c.auth_token = Some("s3cret".into());
+    })
+    .await;
+    // Without the token the API refuses; the page takes it from ?token= and sends it.
+    let (st, _) = server.get("/api/detectors").await;
+    assert_eq!(st, 401);
+    let url = format!("http://{}/?token=s3cret", server.addr);
+    let shot = format!("{root}/target/browser-live-view-token.png");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .args([&script, &url, "1280", &shot])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("browser check finishes")
+    .expect("node runs");
+    let transcript =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser check failed:\n{transcript}");
+    assert!(transcript.contains("\"controls\":\"ok\""), "{transcript}");
+    assert!(transcript.contains("PASS"), "{transcript}");
+    server.stop().await;
+}

@@ -22,11 +22,36 @@ function setStatus(text, cls) {
   statusEl.className = cls || "";
 }
 
+// Access token for servers started with --auth-token/--jwt-secret: from ?token=, else
+// remembered from an earlier prompt. Sent as a bearer token on every API call.
+let token = new URLSearchParams(location.search).get("token") || localStorage.getItem("lumacast-token") || "";
+
+function authHeaders(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token) h.Authorization = `Bearer ${token}`;
+  return h;
+}
+
+// fetch with the token; on 401 ask the user for one (once per call) and retry.
+async function authFetch(path, opts) {
+  opts = Object.assign({}, opts || {});
+  let res = await fetch(path, Object.assign({}, opts, { headers: authHeaders(opts.headers) }));
+  if (res.status === 401) {
+    const t = window.prompt("This lumacast server needs an access token:", "");
+    if (t) {
+      token = t.trim();
+      localStorage.setItem("lumacast-token", token);
+      res = await fetch(path, Object.assign({}, opts, { headers: authHeaders(opts.headers) }));
+    }
+  }
+  return res;
+}
+
 async function api(path, body) {
   const opts = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
-  const res = await fetch(path, opts);
+  const res = await authFetch(path, opts);
   let json = null;
   try { json = await res.json(); } catch (_) { /* not JSON */ }
   if (!res.ok) throw new Error((json && json.message) || `${res.status} ${res.statusText}`);
@@ -264,7 +289,9 @@ function showParams(view) {
   $("maxWidth").value = params.max_width ?? "";
   $("binning").value = String(params.binning);
   for (const [id, q] of [["snapRaw", ""], ["snapTiff", "?format=tiff"], ["snapDisplay", "?kind=display"]]) {
-    $(id).href = detectorPath("snapshot") + q;
+    // Links cannot carry headers: the token goes in the query.
+    const tq = token ? `${q ? "&" : "?"}access_token=${encodeURIComponent(token)}` : "";
+    $(id).href = detectorPath("snapshot") + q + tq;
   }
 }
 
@@ -279,7 +306,7 @@ async function sendPatch(change) {
   patchTimer = setTimeout(async () => {
     const body = pendingPatch; pendingPatch = {};
     try {
-      const res = await fetch(detectorPath("params"), {
+      const res = await authFetch(detectorPath("params"), {
         method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
       const json = await res.json();

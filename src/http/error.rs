@@ -22,6 +22,9 @@ pub enum ApiError {
     /// synthetic detector.
     #[error("{0}")]
     Conflict(String),
+    /// No or a bad bearer token (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// Unknown detector or viewer (404).
     #[error("{0}")]
     NotFound(String),
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,

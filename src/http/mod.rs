@@ -1,5 +1,6 @@
 //! HTTP API: one file per family, one [`ApiError`].
 
+mod access;
 mod detectors;
 mod error;
 mod liveview;
@@ -8,6 +9,7 @@ mod sessions;
 mod stream;
 mod whep;
 
+pub use access::AuthConfig;
 pub use error::ApiError;
 
 use crate::AppState;
@@ -86,6 +88,14 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::cors,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

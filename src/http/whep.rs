@@ -44,12 +44,9 @@ fn etag(id: u64) -> String {
     format!("\"lumacast-{id}\"")
 }
 
-/// CORS for browser players on other origins, on every WHEP answer.
+/// CORS for browser players on other origins: the origin itself is decided by the CORS
+/// layer (`access.rs`, configurable); WHEP players must be able to read these headers.
 fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
