@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod params;
 pub mod pipeline;
+pub mod procinfo;
 
 pub use config::Config;
 pub use http::router;

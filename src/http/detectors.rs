@@ -123,9 +123,12 @@ pub async fn stats(
             "viewers": viewers,
         }));
     }
-    Ok(Json(
-        json!({"status": "success", "window_s": window_s, "detectors": out}),
-    ))
+    Ok(Json(json!({
+        "status": "success",
+        "window_s": window_s,
+        "process": crate::procinfo::current(),
+        "detectors": out,
+    })))
 }
 
 /// Prometheus text exposition of every lumacast metric.

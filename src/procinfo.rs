@@ -1,0 +1,58 @@
+//! This process's own resource use, read from `/proc/self` (Linux), for `/api/stats`,
+//! the load program and the leak tests. Elsewhere every field is `None`.
+
+/// A snapshot of what the process holds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ProcInfo {
+    /// User + system CPU time so far, seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Resident memory, bytes.
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u64>,
+    pub open_fds: Option<u64>,
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+pub fn current() -> ProcInfo {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // Fields after the parenthesised command name: state is field 3; utime 14, stime 15.
+    let cpu_seconds = stat.as_deref().and_then(|s| {
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) / TICKS_PER_SECOND)
+    });
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    ProcInfo {
+        cpu_seconds,
+        rss_bytes: field("VmRSS:").map(|kb| kb * 1024),
+        threads: field("Threads:"),
+        open_fds: std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let p = super::current();
+        if cfg!(target_os = "linux") {
+            assert!(p.cpu_seconds.is_some());
+            assert!(p.rss_bytes.unwrap() > 1_000_000);
+            assert!(p.threads.unwrap() >= 1);
+            assert!(p.open_fds.unwrap() >= 3);
+        }
+    }
+}
