@@ -72,6 +72,14 @@ pub async fn run(
         tracing::warn!("{}", lumacast_encode::build_info().note);
     }
     let app = router(state.clone());
+    // Housekeeping: return freed memory to the OS every 10 s (see procinfo).
+    let housekeeping = tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(procinfo::release_free_memory).await;
+        }
+    });
     // Connect info: the offer limit and the sessions API know each client's address.
     axum::serve(
         listener,
@@ -79,6 +87,7 @@ pub async fn run(
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    housekeeping.abort();
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.detectors.stop_all()).await?;
     Ok(())

@@ -29,6 +29,8 @@ async fn signal_stops_the_server_within_two_seconds(signal: &str) {
         .nth(1)
         .and_then(|s| s.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
+    // The server logs to stdout: keep reading it, or it blocks once the pipe is full.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let server = TestServer::attach(addr);
     let mut viewer = Viewer::join(&server, Some("cam"), &["42e01f"]).await;
     assert!(viewer.decode_frames(5, Duration::from_secs(10)).await.len() >= 5);
