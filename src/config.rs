@@ -50,6 +50,24 @@ pub struct Config {
     )]
     pub ice_servers: Vec<String>,
 
+    /// Username for the TURN servers among `--ice-server`.
+    #[arg(long, env = "LUMACAST_ICE_USERNAME")]
+    pub ice_username: Option<String>,
+
+    /// Credential (password) for the TURN servers among `--ice-server`.
+    #[arg(long, env = "LUMACAST_ICE_CREDENTIAL")]
+    pub ice_credential: Option<String>,
+
+    /// Longest wait, in milliseconds, for our own ICE gathering (STUN/TURN) before the
+    /// answer goes out with the candidates found so far.
+    #[arg(long, env = "LUMACAST_ICE_GATHER_TIMEOUT_MS", default_value_t = 1000)]
+    pub ice_gather_timeout_ms: u64,
+
+    /// Public IP addresses to advertise instead of the host's (NAT 1:1: a cloud VM's
+    /// public address, a Docker host's address), comma-separated.
+    #[arg(long = "public-ip", env = "LUMACAST_PUBLIC_IPS", value_delimiter = ',')]
+    pub public_ips: Vec<String>,
+
     /// Most viewers per detector.
     #[arg(long, env = "LUMACAST_MAX_VIEWERS", default_value_t = 64)]
     pub max_viewers: usize,
@@ -101,8 +119,11 @@ impl Config {
         lumacast_rtc::RtcConfig {
             udp_addrs: self.ice_addrs.clone(),
             ice_servers: self.ice_servers.clone(),
+            ice_username: self.ice_username.clone(),
+            ice_credential: self.ice_credential.clone(),
+            public_ips: self.public_ips.clone(),
             max_viewers: self.max_viewers,
-            gather_timeout: Duration::from_secs(2),
+            gather_timeout: Duration::from_millis(self.ice_gather_timeout_ms.clamp(10, 10_000)),
             ..Default::default()
         }
     }

@@ -188,3 +188,58 @@ pub(crate) fn client_addr(extensions: &axum::http::Extensions) -> Option<std::ne
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0)
 }
+
+/// ImSwitch's `webrtc_ice_candidate` (GET or POST): a candidate trickled by a client after
+/// its offer. `viewer_id` (from the `webrtc_offer` answer) names the session; `candidate`
+/// is the browser's candidate string (`candidate:...`) or its `RTCIceCandidate` JSON. An
+/// empty candidate (end of candidates) is accepted and changes nothing.
+pub async fn ice_candidate(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let p = params(query, &body)?;
+    let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
+    let candidate = match p.get("candidate") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => match o.get("candidate") {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "\"candidate\" must be a string or an RTCIceCandidate object".into(),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "\"candidate\" must be a string or an RTCIceCandidate object".into(),
+            ))
+        }
+    };
+    let candidate = candidate.trim().trim_start_matches("a=").to_string();
+    if candidate.is_empty() {
+        return Ok(Json(
+            json!({"status": "success", "detector": name, "added": 0}),
+        ));
+    }
+    let id = match p.get("viewer_id") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::BadRequest(
+            "\"viewer_id\" (from the webrtc_offer answer) is required to trickle a candidate"
+                .into(),
+        )
+    })?;
+    let running = state
+        .detectors
+        .running(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("detector \"{name}\" is not running")))?;
+    let added = running.viewers.trickle(id, &format!("a={candidate}\r\n"))?;
+    Ok(Json(
+        json!({"status": "success", "detector": name, "viewer_id": id, "added": added}),
+    ))
+}

@@ -83,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             post(liveview::webrtc_offer),
         )
         .route(
+            "/LiveViewController/webrtc_ice_candidate",
+            get(liveview::ice_candidate).post(liveview::ice_candidate),
+        )
+        .route(
             "/LiveViewController/getActiveStreams",
             get(liveview::active_streams),
         )

@@ -56,8 +56,17 @@ fn cors(headers: &mut HeaderMap) {
 /// The configured STUN/TURN servers as WHIP/WHEP `Link` headers.
 fn ice_links(state: &AppState, headers: &mut HeaderMap) {
     for url in &state.rtc.ice_servers {
-        // URLs come from the operator's configuration; skip anything not header-safe.
-        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
+        // TURN servers carry their credentials (RFC 9725 section 4.6).
+        let mut link = format!("<{url}>; rel=\"ice-server\"");
+        if url.starts_with("turn") {
+            if let (Some(u), Some(c)) = (&state.rtc.ice_username, &state.rtc.ice_credential) {
+                link.push_str(&format!(
+                    "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                ));
+            }
+        }
+        // Values come from the operator's configuration; skip anything not header-safe.
+        if let Ok(v) = HeaderValue::from_str(&link) {
             headers.append(header::LINK, v);
         }
     }

@@ -103,6 +103,12 @@ pub struct RtcConfig {
     pub udp_addrs: Vec<String>,
     /// STUN/TURN URLs handed to ICE (empty: host candidates only, nothing contacted).
     pub ice_servers: Vec<String>,
+    /// Username and credential for the TURN servers among `ice_servers`.
+    pub ice_username: Option<String>,
+    pub ice_credential: Option<String>,
+    /// Public addresses to advertise instead of the host's (NAT 1:1, e.g. a cloud VM's
+    /// elastic IP or a Docker host's address).
+    pub public_ips: Vec<String>,
     /// Longest wait for our own ICE gathering before answering with what we have.
     pub gather_timeout: Duration,
     /// A viewer that has not connected by then is closed (an offer that never connects).
@@ -118,7 +124,10 @@ impl Default for RtcConfig {
         RtcConfig {
             udp_addrs: vec!["127.0.0.1:0".into()],
             ice_servers: vec![],
-            gather_timeout: Duration::from_secs(2),
+            ice_username: None,
+            ice_credential: None,
+            public_ips: vec![],
+            gather_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(15),
             disconnect_timeout: Duration::from_secs(5),
             max_viewers: 64,
@@ -519,7 +528,8 @@ async fn setup_peer(
     } else {
         vec![RTCIceServer {
             urls: cfg.ice_servers.clone(),
-            ..Default::default()
+            username: cfg.ice_username.clone().unwrap_or_default(),
+            credential: cfg.ice_credential.clone().unwrap_or_default(),
         }]
     };
     let config = RTCConfigurationBuilder::new()
@@ -601,11 +611,13 @@ async fn setup_peer(
                 "ICE gathering did not complete in time; answering with the candidates so far"
             );
         }
-        let answer_sdp = pc
-            .local_description()
-            .await
-            .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
-            .sdp;
+        let answer_sdp = with_public_ips(
+            &pc.local_description()
+                .await
+                .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
+                .sdp,
+            &cfg.public_ips,
+        );
         let payload_type = sender
             .get_parameters()
             .await
@@ -632,6 +644,41 @@ async fn setup_peer(
             Err(e)
         }
     }
+}
+
+/// Adds, for every host candidate of `sdp`, the same candidate on each public address
+/// (NAT 1:1: a cloud VM's public IP, a Docker host's address), at a slightly lower
+/// priority. The originals stay, so viewers on the same network still connect directly;
+/// checks arriving through the NAT reach the same local socket. (webrtc-rs 0.21 stores a
+/// `nat_1to1_ips` setting but its gatherer never reads it.)
+pub fn with_public_ips(sdp: &str, public_ips: &[String]) -> String {
+    if public_ips.is_empty() {
+        return sdp.to_string();
+    }
+    let mut out = String::with_capacity(sdp.len() * 2);
+    for line in sdp.split_inclusive('\n') {
+        out.push_str(line);
+        let l = line.trim_end();
+        let Some(rest) = l.strip_prefix("a=candidate:") else {
+            continue;
+        };
+        // foundation component transport priority address port "typ" type ...
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 8 || f[6] != "typ" || f[7] != "host" {
+            continue;
+        }
+        let priority: u32 = f[3].parse().unwrap_or(0);
+        for (i, ip) in public_ips.iter().enumerate() {
+            let mut g: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+            g[0] = format!("{}{}", f[0], 9 - i.min(8));
+            g[3] = priority.saturating_sub(1 + i as u32).to_string();
+            g[4] = ip.clone();
+            out.push_str("a=candidate:");
+            out.push_str(&g.join(" "));
+            out.push_str("\r\n");
+        }
+    }
+    out
 }
 
 /// Resolves once the close switch is on (or its sender is gone).
