@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::{http_with, TestServer, Viewer};
+use common::{http_with, spawn_binary, TestServer, Viewer};
 use lumacast_rtc::ViewerClient;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 async fn process(server: &TestServer) -> (u64, u64, u64, u64) {
     let (_, s) = server.get("/api/stats?window_s=1").await;
@@ -40,25 +39,14 @@ async fn five_hundred_joins_and_leaves_leave_nothing_behind() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lumacast"))
-        .args(["--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
-        .args(["--detector", "cam=synthetic,width=320,height=240,fps=30"])
-        .args(["--max-offers-per-sec", "0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.trim_end_matches('/').parse().ok())
-        .unwrap();
-    // The server logs to stdout: keep reading it, or it blocks once the pipe is full.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let server = TestServer::attach(addr);
+    let (mut child, server) = spawn_binary(&[
+        "--detector",
+        "cam=synthetic,width=320,height=240,fps=30",
+        "--max-offers-per-sec",
+        "0",
+    ])
+    .await;
+    let addr = server.addr;
 
     // Warm up (detector, encoder, pools), then take the baseline.
     for _ in 0..5 {

@@ -3,35 +3,13 @@
 
 mod common;
 
-use common::{TestServer, Viewer};
+use common::{spawn_binary, Viewer};
 use lumacast_rtc::ClientEvent;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 async fn signal_stops_the_server_within_two_seconds(signal: &str) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lumacast"))
-        .args(["--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
-        .args(["--detector", "cam=synthetic,width=640,height=480"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server binary starts");
-    // "lumacast serving the live view on http://ADDR/"
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the server announces its address")
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    // The server logs to stdout: keep reading it, or it blocks once the pipe is full.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let server = TestServer::attach(addr);
+    let (mut child, server) =
+        spawn_binary(&["--detector", "cam=synthetic,width=640,height=480"]).await;
     let mut viewer = Viewer::join(&server, Some("cam"), &["42e01f"]).await;
     assert!(viewer.decode_frames(5, Duration::from_secs(10)).await.len() >= 5);
 

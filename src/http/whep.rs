@@ -44,15 +44,6 @@ fn etag(id: u64) -> String {
     format!("\"lumacast-{id}\"")
 }
 
-/// CORS for browser players on other origins: the origin itself is decided by the CORS
-/// layer (`access.rs`, configurable); WHEP players must be able to read these headers.
-fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
-    );
-}
-
 /// The configured STUN/TURN servers as WHIP/WHEP `Link` headers.
 fn ice_links(state: &AppState, headers: &mut HeaderMap) {
     for url in &state.rtc.ice_servers {
@@ -72,11 +63,6 @@ fn ice_links(state: &AppState, headers: &mut HeaderMap) {
     }
 }
 
-fn with_cors(mut r: Response) -> Response {
-    cors(r.headers_mut());
-    r
-}
-
 /// `POST /whep/{detector}`.
 pub async fn offer(
     State(state): State<AppState>,
@@ -86,13 +72,13 @@ pub async fn offer(
     body: Bytes,
 ) -> Response {
     if !content_type_is(&headers, SDP) {
-        return with_cors(unsupported_type(SDP));
+        return unsupported_type(SDP);
     }
     let client = super::liveview::client_addr(&extensions);
-    with_cors(match answer(&state, &detector, &body, client).await {
+    match answer(&state, &detector, &body, client).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    })
+    }
 }
 
 async fn answer(
@@ -144,14 +130,14 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((detector, id)): Path<(String, u64)>,
 ) -> Response {
-    with_cors(match session(&state, &detector, id) {
+    match session(&state, &detector, id) {
         Ok(viewers) => {
             viewers.close(id);
             info!(detector = %detector, viewer = id, "WHEP session deleted");
             StatusCode::OK.into_response()
         }
         Err(e) => e.into_response(),
-    })
+    }
 }
 
 /// `PATCH /whep/{detector}/sessions/{id}`: trickle ICE.
@@ -162,7 +148,7 @@ pub async fn patch(
     body: Bytes,
 ) -> Response {
     if !content_type_is(&headers, SDPFRAG) {
-        return with_cors(unsupported_type(SDPFRAG));
+        return unsupported_type(SDPFRAG);
     }
     let result = (|| {
         let viewers = session(&state, &detector, id)?;
@@ -178,26 +164,14 @@ pub async fn patch(
         info!(detector = %detector, viewer = id, candidates = n, "trickled candidates");
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     })();
-    with_cors(result.unwrap_or_else(IntoResponse::into_response))
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `OPTIONS /whep/{detector}` (and on a session): CORS preflight and ICE servers.
+/// `OPTIONS /whep/{detector}` (and on a session): `Accept-Post` and the ICE servers; the
+/// CORS layer (`access.rs`) adds the preflight headers for allowed origins.
 pub async fn options(State(state): State<AppState>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
     h.insert("accept-post", HeaderValue::from_static(SDP));
     ice_links(&state, h);
     r

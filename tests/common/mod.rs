@@ -370,3 +370,32 @@ pub async fn real_offer() -> String {
     c.close().await;
     sdp
 }
+
+/// Starts the real `lumacast` binary on 127.0.0.1 with `args` and waits for it to announce
+/// its address. Its stdout (the log) is drained in the background, or the server would
+/// block once the pipe is full. The child is killed when dropped.
+pub async fn spawn_binary(args: &[&str]) -> (tokio::process::Child, TestServer) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lumacast"))
+        .args(["--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server binary starts");
+    // "lumacast serving the live view on http://ADDR/"
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the server announces its address")
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, TestServer::attach(addr))
+}
