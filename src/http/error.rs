@@ -119,7 +119,7 @@ impl From<RtcError> for ApiError {
             RtcError::BadFragment(_) => ApiError::BadRequest(e.to_string()),
             RtcError::TooManyViewers(_) => ApiError::Busy(e.to_string()),
             RtcError::SourceStopped => ApiError::Unavailable(e.to_string()),
-            RtcError::WebRtc { .. } => ApiError::Internal(e.to_string()),
+            RtcError::WebRtc { .. } | RtcError::Config(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
