@@ -100,6 +100,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = App::new(&config).map_err(anyhow::Error::msg)?;
+    serve(state, listener, shutdown).await
+}
+
+/// [`run`] with state built by the caller (who keeps a handle on it).
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if !lumacast_encode::build_info().assembly {
         tracing::warn!("{}", lumacast_encode::build_info().note);
     }

@@ -100,6 +100,7 @@ impl From<DetectorError> for ApiError {
             DetectorError::Unknown(_) | DetectorError::NoneConfigured => {
                 ApiError::NotFound(e.to_string())
             }
+            DetectorError::AlreadyRunning(_) => ApiError::Conflict(e.to_string()),
             DetectorError::Start { .. } | DetectorError::Thread { .. } => {
                 ApiError::Unavailable(e.to_string())
             }
