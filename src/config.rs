@@ -42,6 +42,22 @@ pub struct Config {
     )]
     pub ice_addrs: Vec<String>,
 
+    /// Gather host candidates on these network interfaces (by name, e.g. `eth0`) instead of
+    /// every interface; loopback stays included for viewers on this machine. Replaces the
+    /// interface part of `--ice-addr`.
+    #[arg(
+        long = "ice-interface",
+        env = "LUMACAST_ICE_INTERFACES",
+        value_delimiter = ','
+    )]
+    pub ice_interfaces: Vec<String>,
+
+    /// Single-port mode: carry every viewer's media (ICE, DTLS, SRTP) on this one UDP
+    /// port, for firewalls and Docker (`-p PORT:PORT/udp`). Off by default (one
+    /// ephemeral port per viewer).
+    #[arg(long, env = "LUMACAST_UDP_PORT")]
+    pub udp_port: Option<u16>,
+
     /// STUN/TURN server URLs (none by default: nothing outside is contacted).
     #[arg(
         long = "ice-server",
@@ -115,6 +131,21 @@ impl Config {
         c
     }
 
+    /// The local addresses ICE gathers on: `--ice-addr`, or with `--ice-interface`
+    /// loopback plus the named interfaces' addresses.
+    pub fn ice_udp_addrs(&self) -> Result<Vec<String>, String> {
+        if self.ice_interfaces.is_empty() {
+            return Ok(self.ice_addrs.clone());
+        }
+        let ips = lumacast_rtc::interface_addrs(&self.ice_interfaces).map_err(|e| e.to_string())?;
+        let mut addrs = vec!["127.0.0.1:0".to_string()];
+        for ip in ips.iter().filter(|ip| !ip.is_loopback()) {
+            addrs.push(std::net::SocketAddr::new(*ip, 0).to_string());
+        }
+        Ok(addrs)
+    }
+
+    /// WebRTC settings (without the single-port socket, which [`crate::App::new`] binds).
     pub fn rtc(&self) -> lumacast_rtc::RtcConfig {
         lumacast_rtc::RtcConfig {
             udp_addrs: self.ice_addrs.clone(),

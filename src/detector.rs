@@ -34,6 +34,8 @@ pub enum DetectorError {
         #[source]
         source: CaptureError,
     },
+    #[error("detector \"{0}\" is already running")]
+    AlreadyRunning(String),
     #[error("detector \"{name}\" cannot start a thread: {source}")]
     Thread {
         name: String,
@@ -54,11 +56,21 @@ pub struct Running {
     pub latest: Arc<LatestFrame>,
     /// Where pushed frames go (push detectors only).
     pub push: Option<PushHandle>,
+    /// Why the pipeline ended by itself (the source failed or ended), once it has.
+    pub failure: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Running {
+    /// Why this detector's pipeline ended by itself, if it has (its viewers were closed).
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// How a viewer asks this detector's encoder for a keyframe.
     pub fn keyframe_request(&self) -> KeyframeRequest {
         let gate = self.gate.clone();
@@ -105,6 +117,9 @@ pub struct DetectorStatus {
     pub fps: f64,
     pub pixel_format: String,
     pub viewers: usize,
+    /// Why the detector stopped by itself (its source failed); cleared by a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Detectors {
@@ -154,12 +169,21 @@ impl Detectors {
         let slots = self.lock();
         self.order
             .iter()
-            .find(|n| slots.get(*n).is_some_and(|s| s.running.is_some()))
+            .find(|n| {
+                slots
+                    .get(*n)
+                    .and_then(|s| s.running.as_ref())
+                    .is_some_and(|r| r.failure().is_none())
+            })
             .cloned()
     }
 
+    /// The live pipeline of `name`; `None` when it is stopped or stopped by itself.
     pub fn running(&self, name: &str) -> Option<Arc<Running>> {
-        self.lock().get(name).and_then(|s| s.running.clone())
+        self.lock()
+            .get(name)
+            .and_then(|s| s.running.clone())
+            .filter(|r| r.failure().is_none())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -211,12 +235,64 @@ impl Detectors {
             let slot = slots
                 .get(name)
                 .ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
-            if let Some(r) = &slot.running {
+            if let Some(r) = slot.running.as_ref().filter(|r| r.failure().is_none()) {
                 return Ok((r.clone(), false));
             }
             (slot.spec.clone(), slot.params.clone())
         };
+        self.reap_failed(name);
         let running = Arc::new(launch(&spec.0, spec.1)?);
+        self.install(name, running)
+    }
+
+    /// Runs detector `name` from a source the embedding program opened itself (a
+    /// detector SDK lumacast does not know), in place of its configured one. Fails if
+    /// `name` is running.
+    pub fn start_with_source(
+        &self,
+        name: &str,
+        source: Box<dyn FrameSource>,
+    ) -> Result<Arc<Running>, DetectorError> {
+        let params = {
+            let slots = self.lock();
+            let slot = slots
+                .get(name)
+                .ok_or_else(|| DetectorError::Unknown(name.to_string()))?;
+            slot.params.clone()
+        };
+        self.reap_failed(name);
+        let running = Arc::new(launch_source(name, source, None, params)?);
+        match self.install(name, running)? {
+            (r, true) => Ok(r),
+            (_, false) => Err(DetectorError::AlreadyRunning(name.to_string())),
+        }
+    }
+
+    /// Removes `name`'s pipeline if it ended by itself (joining its threads).
+    fn reap_failed(&self, name: &str) {
+        let failed = {
+            let mut slots = self.lock();
+            let Some(slot) = slots.get_mut(name) else {
+                return;
+            };
+            if slot.running.as_ref().is_some_and(|r| r.failure().is_some()) {
+                slot.running.take()
+            } else {
+                None
+            }
+        };
+        if let Some(r) = failed {
+            info!(detector = name, reason = ?r.failure(), "restarting a detector that had stopped by itself");
+            r.shutdown();
+        }
+    }
+
+    /// Makes `running` the pipeline of `name`, unless another start won the race.
+    fn install(
+        &self,
+        name: &str,
+        running: Arc<Running>,
+    ) -> Result<(Arc<Running>, bool), DetectorError> {
         let mut slots = self.lock();
         let slot = slots
             .get_mut(name)
@@ -285,12 +361,13 @@ impl Detectors {
                 DetectorStatus {
                     name: slot.spec.name.clone(),
                     kind: slot.spec.kind_name(),
-                    running: slot.running.is_some(),
+                    running: slot.running.as_ref().is_some_and(|r| r.failure().is_none()),
                     width: w,
                     height: h,
                     fps,
                     pixel_format: fmt,
                     viewers: slot.running.as_ref().map_or(0, |r| r.viewers.len()),
+                    error: slot.running.as_ref().and_then(|r| r.failure()),
                 }
             })
             .collect()
@@ -355,6 +432,17 @@ fn launch(spec: &DetectorSpec, params: Arc<ParamsCell>) -> Result<Running, Detec
             source,
         }
     })?;
+    launch_source(&name, source, push, params)
+}
+
+/// Starts the capture and encoder threads of `name` around an opened source.
+fn launch_source(
+    name: &str,
+    source: Box<dyn FrameSource>,
+    push: Option<PushHandle>,
+    params: Arc<ParamsCell>,
+) -> Result<Running, DetectorError> {
+    let name = name.to_string();
     let info = source.describe();
     let (tx, rx) = latest_queue();
     let stop = Arc::new(AtomicBool::new(false));
@@ -362,6 +450,8 @@ fn launch(spec: &DetectorSpec, params: Arc<ParamsCell>) -> Result<Running, Detec
     let gate = Arc::new(KeyframeGate::default());
     let stats = Arc::new(PipelineStats::default());
     let latest = Arc::new(LatestFrame::default());
+    let viewers = ViewerRegistry::new();
+    let failure = Arc::new(Mutex::new(None));
     let thread_err = |source| DetectorError::Thread {
         name: name.clone(),
         source,
@@ -376,6 +466,8 @@ fn launch(spec: &DetectorSpec, params: Arc<ParamsCell>) -> Result<Running, Detec
         fps: info.fps,
         params,
         latest: latest.clone(),
+        viewers: viewers.clone(),
+        failure: failure.clone(),
     }
     .spawn()
     .map_err(thread_err)?;
@@ -392,11 +484,12 @@ fn launch(spec: &DetectorSpec, params: Arc<ParamsCell>) -> Result<Running, Detec
         info,
         started: Instant::now(),
         bus,
-        viewers: ViewerRegistry::new(),
+        viewers,
         gate,
         stats,
         latest,
         push,
+        failure,
         stop,
         threads: Mutex::new(vec![capture, encoder]),
     })

@@ -44,10 +44,17 @@ impl App {
         self.offers.rate()
     }
 
+    /// Builds the shared state. With `--udp-port` it binds the single-port socket, so it
+    /// must run inside the tokio runtime then.
     pub fn new(config: &Config) -> Result<AppState, String> {
+        let mut rtc = config.rtc();
+        rtc.udp_addrs = config.ice_udp_addrs()?;
+        if let Some(port) = config.udp_port {
+            rtc.mux = Some(bind_mux(&rtc.udp_addrs, port)?);
+        }
         Ok(Arc::new(App {
             detectors: detector::Detectors::new(config.detector_specs()?),
-            rtc: config.rtc(),
+            rtc,
             metrics: metrics::install(),
             offers: limits::OfferLimiter::new(config.max_offers_per_sec),
             max_viewers_total: config.max_viewers_total,
@@ -60,6 +67,31 @@ impl App {
     }
 }
 
+/// Binds the single-port socket: on the one IP all of `udp_addrs` name, or on every
+/// interface (`0.0.0.0`) when they name several or a wildcard.
+fn bind_mux(udp_addrs: &[String], port: u16) -> Result<lumacast_rtc::UdpMux, String> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let ips: Vec<IpAddr> = udp_addrs
+        .iter()
+        .filter_map(|a| a.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .collect();
+    let ip = match ips.split_first() {
+        Some((first, rest))
+            if !first.is_unspecified()
+                && rest.iter().all(|ip| ip == first)
+                && ips.len() == udp_addrs.len() =>
+        {
+            *first
+        }
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err("single-port mode (--udp-port) needs the tokio runtime".into());
+    }
+    lumacast_rtc::UdpMux::bind(SocketAddr::new(ip, port))
+        .map_err(|e| format!("cannot bind the single UDP port {ip}:{port} (--udp-port): {e}"))
+}
+
 /// Serves `config` on `listener` until `shutdown` resolves, then closes viewers and
 /// stops detectors.
 pub async fn run(
@@ -68,6 +100,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = App::new(&config).map_err(anyhow::Error::msg)?;
+    serve(state, listener, shutdown).await
+}
+
+/// [`run`] with state built by the caller (who keeps a handle on it).
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if !lumacast_encode::build_info().assembly {
         tracing::warn!("{}", lumacast_encode::build_info().note);
     }

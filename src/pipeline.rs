@@ -230,6 +230,10 @@ pub struct EncoderThread {
     pub fps: f64,
     pub params: Arc<ParamsCell>,
     pub latest: Arc<LatestFrame>,
+    /// Closed when the pipeline ends by itself, so nobody waits on a dead stream.
+    pub viewers: lumacast_rtc::ViewerRegistry,
+    /// Where the reason goes when the pipeline ends by itself.
+    pub failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl EncoderThread {
@@ -241,6 +245,25 @@ impl EncoderThread {
                 let _g = span.enter();
                 self.run();
             })
+    }
+
+    /// After the loop: if it ended without being told to (the capture failed or its
+    /// source ended), record why and close the viewers, who would get no more frames.
+    fn ended(&self) {
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let reason = self.rx.failure().map_or_else(
+            || "its source ended".to_string(),
+            |e| format!("capture failed: {e}"),
+        );
+        error!(
+            reason = %reason,
+            viewers = self.viewers.len(),
+            "detector stopped by itself; closing its viewers (the next offer restarts it)"
+        );
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.viewers.close_all();
     }
 
     fn encoder_config(
@@ -529,6 +552,7 @@ impl EncoderThread {
                 }),
             });
         }
+        self.ended();
         info!("encoder thread stopped");
     }
 }

@@ -24,6 +24,21 @@ pub fn release_free_memory() {
     }
 }
 
+/// Caps glibc's malloc arenas at 2 (instead of 8 per core), unless the operator set
+/// `MALLOC_ARENA_MAX`. Every thread that allocates under contention gets an arena, and
+/// arenas are never given back: a burst of a hundred viewers would otherwise raise the
+/// resident size for good. Call it first thing in `main`, before threads start.
+pub fn limit_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a glibc malloc tunable; called before other threads
+        // exist, so no allocation races with it.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 

@@ -100,3 +100,47 @@ async fn chromium_plays_and_drives_the_controls_on_a_server_that_needs_a_token()
     assert!(transcript.contains("PASS"), "{transcript}");
     server.stop().await;
 }
+
+/// A standard WHEP player (the npm package `@eyevinn/webrtc-player`) on a page of another
+/// origin plays the synthetic detector through lumacast in single-port mode: CORS
+/// preflight, `201` + `Location`, the answer, media through one UDP port, and `DELETE`
+/// when the player stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_whep_player_plays_through_the_single_udp_port() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/whep_player.mjs");
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let server = TestServer::start_with("127.0.0.1:0", &[], |c| c.udp_port = Some(port)).await;
+    let url = format!("http://{}", server.addr);
+    let shot = format!("{root}/target/browser-whep-player.png");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .args([&script, &url, "synthetic", &shot])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("WHEP player check finishes")
+    .expect("node runs");
+    let transcript =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "WHEP player check failed:\n{transcript}"
+    );
+    assert!(transcript.contains("\"width\":1280"), "{transcript}");
+    assert!(transcript.contains("PASS"), "{transcript}");
+    let (_, stats) = server.get("/api/stats").await;
+    let mux = &stats["udp_mux"];
+    assert_eq!(mux["local_addr"], format!("127.0.0.1:{port}"), "{mux}");
+    assert!(mux["datagrams_out"].as_u64().unwrap() > 100, "{mux}");
+    assert_eq!(
+        mux["connections"], 0,
+        "the player's DELETE freed its route: {mux}"
+    );
+    server.stop().await;
+}

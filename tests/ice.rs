@@ -109,3 +109,92 @@ async fn a_public_ip_is_advertised_instead_of_the_host_address() {
     viewer.client.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_port_mode_carries_three_viewers_through_one_udp_port() {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let server = TestServer::start_with("127.0.0.1:0", &[], |c| c.udp_port = Some(port)).await;
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        viewers.push(Viewer::join(&server, None, &["42e01f"]).await);
+    }
+    for v in &viewers {
+        let sdp = v.answer["sdp"].as_str().unwrap();
+        let ports: Vec<&str> = sdp
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .collect();
+        assert!(!ports.is_empty(), "{sdp}");
+        assert!(
+            ports.iter().all(|p| *p == port.to_string()),
+            "every candidate on the single port {port}: {ports:?}"
+        );
+    }
+    // All three play at once.
+    for v in &mut viewers {
+        assert!(v.decode_frames(5, Duration::from_secs(10)).await.len() >= 5);
+    }
+    let (_, stats) = server.get("/api/stats").await;
+    let mux = &stats["udp_mux"];
+    assert_eq!(mux["local_addr"], format!("127.0.0.1:{port}"), "{mux}");
+    assert_eq!(mux["connections"], 3, "{mux}");
+    assert_eq!(mux["routes"], 3, "one source address per viewer: {mux}");
+    assert!(mux["datagrams_in"].as_u64().unwrap() > 3, "{mux}");
+    assert!(mux["datagrams_out"].as_u64().unwrap() > 15, "{mux}");
+    let viewers_out = stats["detectors"][0]["viewers"].as_array().unwrap();
+    assert_eq!(viewers_out.len(), 3, "{stats}");
+    for v in viewers_out {
+        assert!(v["packets_sent"].as_u64().unwrap() > 0, "{v}");
+    }
+    assert_eq!(mux["dropped_full"], 0, "{mux}");
+    // Ending them frees their routes.
+    for v in viewers {
+        let id = v.answer["viewer_id"].as_u64().unwrap();
+        let (st, _, _) = http_with(
+            server.addr,
+            "DELETE",
+            &format!("/api/sessions/{id}"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(st, 200);
+        v.client.close().await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = server.get("/api/stats").await;
+        if stats["udp_mux"]["connections"] == 0 && stats["udp_mux"]["routes"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "routes left after close: {}",
+            stats["udp_mux"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_single_port_or_unknown_interface_is_a_clear_startup_error() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut c = lumacast::Config::default_for_tests();
+    c.udp_port = Some(taken.local_addr().unwrap().port());
+    let err = lumacast::App::new(&c).err().expect("port in use");
+    assert!(err.contains("--udp-port"), "{err}");
+
+    let mut c = lumacast::Config::default_for_tests();
+    c.ice_interfaces = vec!["nosuchif0".into()];
+    let err = lumacast::App::new(&c).err().expect("unknown interface");
+    assert!(err.contains("nosuchif0") && err.contains("lo"), "{err}");
+
+    let mut c = lumacast::Config::default_for_tests();
+    c.ice_interfaces = vec!["lo".into()];
+    assert_eq!(c.ice_udp_addrs().unwrap(), vec!["127.0.0.1:0".to_string()]);
+}

@@ -236,3 +236,87 @@ async fn hostile_requests_get_4xx_and_the_server_keeps_serving() {
     viewer.client.close().await;
     server.stop().await;
 }
+
+/// A detector that fails mid-stream (a camera unplugged): the source is real synthetic
+/// frames that stop with the error a camera gives. Its viewers are closed at once and
+/// the failure is shown; the next offer restarts the detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_detector_closes_its_viewers_and_the_next_offer_restarts_it() {
+    use lumacast_capture::{
+        CaptureError, FrameSource, SourceInfo, SyntheticConfig, SyntheticSource,
+    };
+    use lumacast_frame::Frame;
+    use std::time::Instant;
+
+    struct Unplugged {
+        inner: SyntheticSource,
+        until: Instant,
+    }
+    impl FrameSource for Unplugged {
+        fn describe(&self) -> SourceInfo {
+            self.inner.describe()
+        }
+        fn next_frame(&mut self) -> Result<Frame, CaptureError> {
+            if Instant::now() >= self.until {
+                return Err(CaptureError::Camera("device unplugged".into()));
+            }
+            self.inner.next_frame()
+        }
+    }
+
+    let server = TestServer::start(&[]).await;
+    let state = server.state.clone().unwrap();
+    let source = Unplugged {
+        inner: SyntheticSource::new(SyntheticConfig {
+            width: 640,
+            height: 480,
+            fps: 30.0,
+            bit_depth: 12,
+        })
+        .unwrap(),
+        until: Instant::now() + Duration::from_secs(3),
+    };
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || {
+        s.detectors
+            .start_with_source("synthetic", Box::new(source))
+            .map(|_| ())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
+    assert!(viewer.decode_frames(5, Duration::from_secs(10)).await.len() >= 5);
+    assert_eq!(server.get("/api/sessions").await.1["count"], 1);
+
+    // The source fails: the session ends promptly (no 15 s wait on a dead stream).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (_, s) = server.get("/api/sessions").await;
+        if s["count"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "viewer still listed: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, d) = server.get("/api/detectors").await;
+    let det = &d["detectors"][0];
+    assert_eq!(det["running"], false, "{d}");
+    assert!(
+        det["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("device unplugged"),
+        "{d}"
+    );
+    viewer.client.close().await;
+
+    // The next viewer restarts the detector (its configured source) and plays.
+    let mut again = Viewer::join(&server, None, &["42e01f"]).await;
+    assert!(again.decode_frames(5, Duration::from_secs(10)).await.len() >= 5);
+    let (_, d) = server.get("/api/detectors").await;
+    assert_eq!(d["detectors"][0]["running"], true, "{d}");
+    assert!(d["detectors"][0].get("error").is_none(), "{d}");
+    again.client.close().await;
+    server.stop().await;
+}

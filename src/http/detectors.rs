@@ -127,6 +127,18 @@ pub async fn stats(
         "status": "success",
         "window_s": window_s,
         "process": crate::procinfo::current(),
+        "udp_mux": state.rtc.mux.as_ref().map(|m| {
+            let s = m.stats();
+            json!({
+                "local_addr": s.local_addr.map(|a| a.to_string()),
+                "connections": s.connections,
+                "routes": s.routes,
+                "datagrams_in": s.datagrams_in,
+                "datagrams_out": s.datagrams_out,
+                "dropped_unknown": s.dropped_unknown,
+                "dropped_full": s.dropped_full,
+            })
+        }),
         "detectors": out,
     })))
 }

@@ -100,6 +100,7 @@ impl From<DetectorError> for ApiError {
             DetectorError::Unknown(_) | DetectorError::NoneConfigured => {
                 ApiError::NotFound(e.to_string())
             }
+            DetectorError::AlreadyRunning(_) => ApiError::Conflict(e.to_string()),
             DetectorError::Start { .. } | DetectorError::Thread { .. } => {
                 ApiError::Unavailable(e.to_string())
             }
@@ -119,7 +120,7 @@ impl From<RtcError> for ApiError {
             RtcError::BadFragment(_) => ApiError::BadRequest(e.to_string()),
             RtcError::TooManyViewers(_) => ApiError::Busy(e.to_string()),
             RtcError::SourceStopped => ApiError::Unavailable(e.to_string()),
-            RtcError::WebRtc { .. } => ApiError::Internal(e.to_string()),
+            RtcError::WebRtc { .. } | RtcError::Config(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The server's shared state (`None` for a server attached from elsewhere).
+    pub state: Option<lumacast::AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -45,11 +47,13 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(lumacast::run(config, listener, async move {
+        let state = lumacast::App::new(&config).expect("valid test configuration");
+        let task = tokio::spawn(lumacast::serve(state.clone(), listener, async move {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            state: Some(state),
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -59,6 +63,7 @@ impl TestServer {
     pub fn attach(addr: SocketAddr) -> Self {
         TestServer {
             addr,
+            state: None,
             shutdown: None,
             task: None,
         }

@@ -166,6 +166,7 @@ pub fn spawn_capture(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "capture failed; stopping");
+                        tx.fail(e.to_string());
                         break;
                     }
                 }
@@ -250,6 +251,7 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(1)).unwrap_err(),
             RecvError::Disconnected
         );
+        assert_eq!(rx.failure().as_deref(), Some("camera error: unplugged"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ struct Slot {
     frame: Option<Frame>,
     sender_alive: bool,
     receiver_alive: bool,
+    /// Why the capture ended, when it failed (set by the sender before it goes).
+    failure: Option<String>,
 }
 
 struct Shared {
@@ -59,6 +61,7 @@ pub fn latest_queue() -> (FrameSender, FrameReceiver) {
             frame: None,
             sender_alive: true,
             receiver_alive: true,
+            failure: None,
         }),
         ready: Condvar::new(),
         dropped: AtomicU64::new(0),
@@ -106,6 +109,12 @@ impl FrameSender {
     /// Whether the receiver has been dropped (nobody will ever see pushed frames).
     pub fn is_closed(&self) -> bool {
         !self.shared.lock().receiver_alive
+    }
+
+    /// Records why the capture failed; the receiver reads it with
+    /// [`FrameReceiver::failure`] once it sees `Disconnected`.
+    pub fn fail(&self, reason: String) {
+        self.shared.lock().failure = Some(reason);
     }
 }
 
@@ -175,6 +184,11 @@ impl FrameReceiver {
     /// Number of frames replaced before this receiver took them.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Why the capture failed, if it did ([`FrameSender::fail`]); `None` for a normal end.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().failure.clone()
     }
 }
 

@@ -198,7 +198,7 @@ impl ViewerClient {
                 events: events_tx,
                 track: track.clone(),
             }))
-            .with_runtime(crate::runtime::media_runtime())
+            .with_runtime(crate::runtime::media_runtime(None))
             .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
             .build()
             .await

@@ -22,6 +22,9 @@ pub enum RtcError {
     /// A trickle-ICE fragment without usable candidates or with a malformed one.
     #[error("bad trickle-ICE fragment: {0}")]
     BadFragment(String),
+    /// A WebRTC setting that cannot work (unknown interface, port in use).
+    #[error("WebRTC configuration: {0}")]
+    Config(String),
     #[error("WebRTC {context}: {message}")]
     WebRtc {
         context: &'static str,

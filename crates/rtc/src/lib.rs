@@ -19,6 +19,8 @@
 mod client;
 mod error;
 mod interceptor;
+mod mux;
+mod netif;
 pub mod offer;
 mod packetize;
 mod runtime;
@@ -27,6 +29,8 @@ pub mod wire;
 
 pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use error::RtcError;
+pub use mux::{MuxStats, UdpMux};
+pub use netif::interface_addrs;
 pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;

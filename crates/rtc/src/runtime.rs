@@ -22,18 +22,36 @@ use webrtc::runtime::{
     TokioRuntime, Transmit,
 };
 
+const MDNS_PORT: u16 = 5353;
+
 /// Requested socket buffer size (bytes) for every WebRTC UDP socket.
 pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct MediaRuntime {
     inner: TokioRuntime,
+    /// Single-port mode: connections' sockets are replaced by views of this one.
+    mux: Option<crate::mux::UdpMux>,
 }
 
-pub(crate) fn media_runtime() -> Arc<dyn Runtime> {
+/// The runtime of one peer connection; with `mux`, its sockets go through the shared
+/// single-port socket.
+pub(crate) fn media_runtime(mux: Option<crate::mux::UdpMux>) -> Arc<dyn Runtime> {
     Arc::new(MediaRuntime {
         inner: TokioRuntime,
+        mux,
     })
+}
+
+/// A tokio UDP socket with media-sized buffers that reports what it sends to
+/// [`crate::wire`].
+pub(crate) fn wrap_timed(socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer than asked is still a working socket.
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER_BYTES);
+    let inner = TokioRuntime.wrap_udp_socket(socket)?;
+    Ok(Arc::new(TimedUdpSocket { inner }))
 }
 
 impl Runtime for MediaRuntime {
@@ -50,12 +68,13 @@ impl Runtime for MediaRuntime {
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        let sock = socket2::SockRef::from(&socket);
-        // Best effort: a smaller buffer than asked is still a working socket.
-        let _ = sock.set_recv_buffer_size(UDP_BUFFER_BYTES);
-        let _ = sock.set_send_buffer_size(UDP_BUFFER_BYTES);
-        let inner = self.inner.wrap_udp_socket(socket)?;
-        Ok(Arc::new(TimedUdpSocket { inner }))
+        // The mDNS socket (port 5353, resolving browsers' `.local` candidates) stays
+        // its own; only ICE sockets go through the single port.
+        let mdns = socket.local_addr().is_ok_and(|a| a.port() == MDNS_PORT);
+        match &self.mux {
+            Some(mux) if !mdns => mux.adopt(socket),
+            _ => wrap_timed(socket),
+        }
     }
 
     fn wrap_tcp_listener(
@@ -104,6 +123,21 @@ impl Runtime for MediaRuntime {
     }
 }
 
+/// Reports the first `n` bytes of `transmit`, just sent, to [`crate::wire`].
+pub(crate) fn report_sent(transmit: &Transmit<'_>, n: usize) {
+    let now = Instant::now();
+    let sent = &transmit.contents[..n.min(transmit.contents.len())];
+    match transmit.segment_size {
+        // GSO: one buffer, several datagrams of `size` bytes each.
+        Some(size) if size > 0 => {
+            for d in sent.chunks(size) {
+                crate::wire::on_datagram(d, now);
+            }
+        }
+        _ => crate::wire::on_datagram(sent, now),
+    }
+}
+
 /// A UDP socket that reports every datagram it sent to [`crate::wire`].
 #[derive(Debug)]
 struct TimedUdpSocket {
@@ -118,17 +152,7 @@ impl AsyncUdpSocket for TimedUdpSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         let r = self.inner.poll_send(cx, transmit);
         if let Poll::Ready(Ok(n)) = &r {
-            let now = Instant::now();
-            let sent = &transmit.contents[..(*n).min(transmit.contents.len())];
-            match transmit.segment_size {
-                // GSO: one buffer, several datagrams of `size` bytes each.
-                Some(size) if size > 0 => {
-                    for d in sent.chunks(size) {
-                        crate::wire::on_datagram(d, now);
-                    }
-                }
-                _ => crate::wire::on_datagram(sent, now),
-            }
+            report_sent(transmit, *n);
         }
         r
     }

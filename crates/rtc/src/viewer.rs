@@ -117,6 +117,8 @@ pub struct RtcConfig {
     pub disconnect_timeout: Duration,
     /// Most viewers per detector.
     pub max_viewers: usize,
+    /// Single-port mode: every viewer's media through this one socket.
+    pub mux: Option<crate::UdpMux>,
 }
 
 impl Default for RtcConfig {
@@ -131,6 +133,7 @@ impl Default for RtcConfig {
             connect_timeout: Duration::from_secs(15),
             disconnect_timeout: Duration::from_secs(5),
             max_viewers: 64,
+            mux: None,
         }
     }
 }
@@ -557,7 +560,7 @@ async fn setup_peer(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(handler)
-        .with_runtime(crate::runtime::media_runtime())
+        .with_runtime(crate::runtime::media_runtime(cfg.mux.clone()))
         .with_udp_addrs(cfg.udp_addrs.clone())
         .build()
         .await
@@ -611,13 +614,16 @@ async fn setup_peer(
                 "ICE gathering did not complete in time; answering with the candidates so far"
             );
         }
-        let answer_sdp = with_public_ips(
-            &pc.local_description()
-                .await
-                .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
-                .sdp,
-            &cfg.public_ips,
-        );
+        let answer_sdp = pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
+            .sdp;
+        let answer_sdp = match &cfg.mux {
+            Some(mux) => mux.register(&answer_sdp),
+            None => answer_sdp,
+        };
+        let answer_sdp = with_public_ips(&answer_sdp, &cfg.public_ips);
         let payload_type = sender
             .get_parameters()
             .await
