@@ -79,8 +79,10 @@ struct Table {
     by_local: HashMap<SocketAddr, Weak<Inbox>>,
     /// ICE username fragment → the local addresses of that connection's sockets.
     by_ufrag: HashMap<String, Vec<SocketAddr>>,
-    /// Remote address → inbox, learnt from ICE checks.
-    by_remote: HashMap<SocketAddr, Weak<Inbox>>,
+    /// (remote address, our address it wrote to) → inbox, learnt from ICE checks. Keyed by
+    /// both: a viewer checks each of a connection's candidates (one per interface) from
+    /// the same address, and each candidate's traffic must reach its own socket.
+    by_remote: HashMap<(SocketAddr, Option<IpAddr>), Weak<Inbox>>,
 }
 
 struct Shared {
@@ -117,19 +119,20 @@ impl Shared {
             });
             match by_check {
                 Some(inbox) => {
+                    let key = (from, dst_ip);
                     let known = t
                         .by_remote
-                        .get(&from)
+                        .get(&key)
                         .and_then(Weak::upgrade)
                         .is_some_and(|i| Arc::ptr_eq(&i, &inbox));
-                    if !known && (t.by_remote.len() < MAX_ROUTES || t.by_remote.contains_key(&from))
+                    if !known && (t.by_remote.len() < MAX_ROUTES || t.by_remote.contains_key(&key))
                     {
                         debug!(%from, local = %inbox.local, "single-port: source bound to a viewer by its ICE check");
-                        t.by_remote.insert(from, Arc::downgrade(&inbox));
+                        t.by_remote.insert(key, Arc::downgrade(&inbox));
                     }
                     Some(inbox)
                 }
-                None => t.by_remote.get(&from).and_then(Weak::upgrade),
+                None => t.by_remote.get(&(from, dst_ip)).and_then(Weak::upgrade),
             }
         };
         let Some(inbox) = inbox else {
@@ -359,6 +362,21 @@ impl Drop for MuxedSocket {
     }
 }
 
+impl MuxedSocket {
+    /// Binds an address this connection sends to (its ICE agent checking a remote
+    /// candidate) to this connection, so the answers come back to it before the remote's
+    /// own checks have bound the address. An address another live connection holds is
+    /// left to it.
+    fn learn_destination(&self, to: SocketAddr) {
+        let key = (to, Some(self.inbox.local.ip()));
+        let mut t = self.shared.table();
+        let held = t.by_remote.get(&key).and_then(Weak::upgrade).is_some();
+        if !held && t.by_remote.len() < MAX_ROUTES {
+            t.by_remote.insert(key, Arc::downgrade(&self.inbox));
+        }
+    }
+}
+
 impl AsyncUdpSocket for MuxedSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.inbox.local)
@@ -371,6 +389,10 @@ impl AsyncUdpSocket for MuxedSocket {
         let mut t = transmit.clone();
         if self.shared.local_addr.ip().is_unspecified() {
             t.src_ip = Some(self.inbox.local.ip());
+        }
+        // STUN (first byte 0 or 1): our ICE checks and responses; media never needs it.
+        if t.contents.first().is_some_and(|b| *b < 2) {
+            self.learn_destination(t.destination);
         }
         let c = &self.shared.counters;
         match self
