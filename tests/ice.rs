@@ -198,3 +198,52 @@ async fn a_taken_single_port_or_unknown_interface_is_a_clear_startup_error() {
     c.ice_interfaces = vec!["lo".into()];
     assert_eq!(c.ice_udp_addrs().unwrap(), vec!["127.0.0.1:0".to_string()]);
 }
+
+/// With several local addresses (loopback and the machine's interfaces) every answer
+/// candidate sits on the single port, and a viewer that checks each of them from one
+/// address gets one route per candidate: the traffic of each pair reaches the socket of
+/// its own candidate (routing by source address alone sent the loopback pair's DTLS to
+/// another interface's socket, which cost a retransmission).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_port_mode_routes_each_candidate_of_a_viewer_to_its_own_socket() {
+    let port = {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let server = TestServer::start_with("127.0.0.1:0", &[], |c| {
+        c.ice_addrs = vec!["127.0.0.1:0".into(), "0.0.0.0:0".into()];
+        c.udp_port = Some(port);
+    })
+    .await;
+    let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
+    let sdp = viewer.answer["sdp"].as_str().unwrap().to_string();
+    let candidates: Vec<&str> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c.split_whitespace().nth(5) == Some(&port.to_string())),
+        "{candidates:?}"
+    );
+    assert!(viewer.decode_frames(5, Duration::from_secs(10)).await.len() >= 5);
+    let (_, stats) = server.get("/api/stats").await;
+    let mux = &stats["udp_mux"];
+    assert_eq!(mux["local_addr"], format!("0.0.0.0:{port}"), "{mux}");
+    assert_eq!(mux["connections"], 1, "{mux}");
+    // The test client has one address; it checks every candidate it can reach. Each
+    // (its address, our candidate address) pair is its own route.
+    let routes = mux["routes"].as_u64().unwrap() as usize;
+    assert!(
+        routes >= 1 && routes <= candidates.len(),
+        "{routes} routes for {} candidates: {mux}",
+        candidates.len()
+    );
+    if candidates.len() > 1 {
+        assert!(routes > 1, "one route per checked candidate, got {mux}");
+    }
+    assert_eq!(mux["dropped_unknown"], 0, "{mux}");
+    viewer.client.close().await;
+    server.stop().await;
+}
