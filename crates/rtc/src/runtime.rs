@@ -70,9 +70,16 @@ impl Runtime for MediaRuntime {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         // The mDNS socket (port 5353, resolving browsers' `.local` candidates) stays
         // its own; only ICE sockets go through the single port.
-        let mdns = socket.local_addr().is_ok_and(|a| a.port() == MDNS_PORT);
+        // An address of the other IP family than the single port (IPv6 next to an IPv4
+        // port) keeps its own socket too: it could not be reached through the port.
+        let local = socket.local_addr().ok();
+        let mdns = local.is_some_and(|a| a.port() == MDNS_PORT);
         match &self.mux {
-            Some(mux) if !mdns => mux.adopt(socket),
+            Some(mux)
+                if !mdns && local.is_some_and(|a| a.is_ipv4() == mux.local_addr().is_ipv4()) =>
+            {
+                mux.adopt(socket)
+            }
             _ => wrap_timed(socket),
         }
     }
