@@ -75,7 +75,20 @@ async fn whep_players_get_turn_servers_with_their_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_ip_is_advertised_instead_of_the_host_address() {
+    // Loopback plus every interface, as by default.
+    let addrs = vec!["127.0.0.1:0".to_string(), "0.0.0.0:0".to_string()];
+    let plain = TestServer::start_with("127.0.0.1:0", &[], |c| c.ice_addrs = addrs.clone()).await;
+    let body = json!({"sdp": real_offer().await, "type": "offer"}).to_string();
+    let (st, a) = plain.post("/LiveViewController/webrtc_offer", &body).await;
+    assert_eq!(st, 200, "{a}");
+    let host_interfaces = candidates(a["sdp"].as_str().unwrap())
+        .iter()
+        .filter(|c| !c.contains(" 127.0.0.1 "))
+        .count();
+    plain.stop().await;
+
     let server = TestServer::start_with("127.0.0.1:0", &[], |c| {
+        c.ice_addrs = addrs.clone();
         c.public_ips = vec!["203.0.113.7".into()];
     })
     .await;
@@ -83,31 +96,28 @@ async fn a_public_ip_is_advertised_instead_of_the_host_address() {
     let (st, a) = server.post("/LiveViewController/webrtc_offer", &body).await;
     assert_eq!(st, 200, "{a}");
     let sdp = a["sdp"].as_str().unwrap();
-    let candidates: Vec<&str> = sdp
-        .lines()
-        .filter(|l| l.starts_with("a=candidate"))
-        .collect();
-    let public: Vec<&&str> = candidates
-        .iter()
-        .filter(|c| c.contains(" 203.0.113.7 "))
-        .collect();
-    let local: Vec<&&str> = candidates
-        .iter()
-        .filter(|c| c.contains(" 127.0.0.1 "))
-        .collect();
+    let all = candidates(sdp);
+    let public: Vec<&String> = all.iter().filter(|c| c.contains(" 203.0.113.7 ")).collect();
+    let local: Vec<&String> = all.iter().filter(|c| c.contains(" 127.0.0.1 ")).collect();
+    // Every interface candidate is now on the public address; only loopback stays local.
+    assert_eq!(public.len(), host_interfaces, "{all:?}");
+    assert_eq!(public.len() + local.len(), all.len(), "{all:?}");
     assert!(
-        !public.is_empty() && public.len() == local.len(),
-        "{candidates:?}"
+        !local.is_empty(),
+        "loopback stays for viewers on this machine: {all:?}"
     );
-    // same port as the local socket: the NAT maps public:port to it
-    for (p, l) in public.iter().zip(&local) {
-        assert_eq!(p.split_whitespace().nth(5), l.split_whitespace().nth(5));
-    }
-    // a viewer on this machine still connects through the local candidate
+    // a viewer on this machine still connects through the loopback candidate
     let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
     assert!(viewer.decode_frames(3, Duration::from_secs(10)).await.len() >= 3);
     viewer.client.close().await;
     server.stop().await;
+}
+
+fn candidates(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -652,32 +652,37 @@ async fn setup_peer(
     }
 }
 
-/// Adds, for every host candidate of `sdp`, the same candidate on each public address
-/// (NAT 1:1: a cloud VM's public IP, a Docker host's address), at a slightly lower
-/// priority. The originals stay, so viewers on the same network still connect directly;
-/// checks arriving through the NAT reach the same local socket. (webrtc-rs 0.21 stores a
-/// `nat_1to1_ips` setting but its gatherer never reads it.)
+/// NAT 1:1 (a cloud VM's public IP, a Docker host's address): every host candidate on a
+/// non-loopback address is advertised on each public address instead, with the same
+/// port (the NAT maps public:port to that socket); loopback candidates stay, for viewers
+/// on the same machine. (webrtc-rs 0.21 stores a `nat_1to1_ips` setting but its gatherer
+/// never reads it.)
 pub fn with_public_ips(sdp: &str, public_ips: &[String]) -> String {
     if public_ips.is_empty() {
         return sdp.to_string();
     }
     let mut out = String::with_capacity(sdp.len() * 2);
     for line in sdp.split_inclusive('\n') {
-        out.push_str(line);
         let l = line.trim_end();
         let Some(rest) = l.strip_prefix("a=candidate:") else {
+            out.push_str(line);
             continue;
         };
         // foundation component transport priority address port "typ" type ...
         let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 8 || f[6] != "typ" || f[7] != "host" {
+        let loopback = f
+            .get(4)
+            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+        if f.len() < 8 || f[6] != "typ" || f[7] != "host" || loopback {
+            out.push_str(line);
             continue;
         }
         let priority: u32 = f[3].parse().unwrap_or(0);
         for (i, ip) in public_ips.iter().enumerate() {
             let mut g: Vec<String> = f.iter().map(|s| s.to_string()).collect();
             g[0] = format!("{}{}", f[0], 9 - i.min(8));
-            g[3] = priority.saturating_sub(1 + i as u32).to_string();
+            g[3] = priority.saturating_sub(i as u32).to_string();
             g[4] = ip.clone();
             out.push_str("a=candidate:");
             out.push_str(&g.join(" "));
@@ -685,6 +690,30 @@ pub fn with_public_ips(sdp: &str, public_ips: &[String]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod public_ip_tests {
+    use super::with_public_ips;
+
+    #[test]
+    fn interface_candidates_move_to_the_public_address_and_loopback_stays() {
+        let sdp = "v=0\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
+            a=candidate:2 1 udp 2130706175 172.17.0.2 50001 typ host\r\n\
+            a=candidate:3 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 0.0.0.0 rport 0\r\n\
+            a=end-of-candidates\r\n";
+        let out = with_public_ips(sdp, &["203.0.113.7".to_string()]);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"));
+        assert!(!out.contains("172.17.0.2"), "{out}");
+        assert!(
+            out.contains("a=candidate:29 1 udp 2130706175 203.0.113.7 50001 typ host\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
+        assert!(out.ends_with("a=end-of-candidates\r\n"));
+        assert_eq!(with_public_ips(sdp, &[]), sdp);
+    }
 }
 
 /// Resolves once the close switch is on (or its sender is gone).
