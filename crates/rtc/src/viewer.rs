@@ -692,30 +692,6 @@ pub fn with_public_ips(sdp: &str, public_ips: &[String]) -> String {
     out
 }
 
-#[cfg(test)]
-mod public_ip_tests {
-    use super::with_public_ips;
-
-    #[test]
-    fn interface_candidates_move_to_the_public_address_and_loopback_stays() {
-        let sdp = "v=0\r\n\
-            a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
-            a=candidate:2 1 udp 2130706175 172.17.0.2 50001 typ host\r\n\
-            a=candidate:3 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 0.0.0.0 rport 0\r\n\
-            a=end-of-candidates\r\n";
-        let out = with_public_ips(sdp, &["203.0.113.7".to_string()]);
-        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"));
-        assert!(!out.contains("172.17.0.2"), "{out}");
-        assert!(
-            out.contains("a=candidate:29 1 udp 2130706175 203.0.113.7 50001 typ host\r\n"),
-            "{out}"
-        );
-        assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
-        assert!(out.ends_with("a=end-of-candidates\r\n"));
-        assert_eq!(with_public_ips(sdp, &[]), sdp);
-    }
-}
-
 /// Resolves once the close switch is on (or its sender is gone).
 async fn wait_closed(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
@@ -980,5 +956,29 @@ impl ViewerTask {
         };
         rtcp_task.abort();
         reason
+    }
+}
+
+#[cfg(test)]
+mod public_ip_tests {
+    use super::with_public_ips;
+
+    #[test]
+    fn interface_candidates_move_to_the_public_address_and_loopback_stays() {
+        let sdp = "v=0\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
+            a=candidate:2 1 udp 2130706175 172.17.0.2 50001 typ host\r\n\
+            a=candidate:3 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 0.0.0.0 rport 0\r\n\
+            a=end-of-candidates\r\n";
+        let out = with_public_ips(sdp, &["203.0.113.7".to_string()]);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"));
+        assert!(!out.contains("172.17.0.2"), "{out}");
+        assert!(
+            out.contains("a=candidate:29 1 udp 2130706175 203.0.113.7 50001 typ host\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
+        assert!(out.ends_with("a=end-of-candidates\r\n"));
+        assert_eq!(with_public_ips(sdp, &[]), sdp);
     }
 }
