@@ -2,6 +2,10 @@ use clap::Parser;
 use lumacast::Config;
 use tracing_subscriber::EnvFilter;
 
+/// `RUST_LOG` when it is not set.
+const DEFAULT_LOG_FILTER: &str =
+    "info,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_mdns=error,rtc::peer_connection::handler=error";
+
 fn main() -> anyhow::Result<()> {
     lumacast::procinfo::limit_allocator_arenas();
     tokio::runtime::Builder::new_multi_thread()
@@ -14,7 +18,11 @@ async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
+                // webrtc-rs warns on every healthy connection (DTLS server_name, ICE checks
+                // answered before pairs exist, stray STUN): errors only from those targets,
+                // so a warning in the log means something. Our viewer spans say why a
+                // viewer failed.
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .init();
     let config = Config::parse();
