@@ -83,19 +83,7 @@ async fn chromium_plays_and_drives_the_controls_on_a_server_that_needs_a_token()
     assert_eq!(st, 401);
     let url = format!("http://{}/?token=s3cret", server.addr);
     let shot = format!("{root}/target/browser-live-view-token.png");
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new("node")
-            .args([&script, &url, "1280", &shot])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("browser check finishes")
-    .expect("node runs");
-    let transcript =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "browser check failed:\n{transcript}");
+    let transcript = run_check(&script, &[&url, "1280", &shot]).await;
     assert!(transcript.contains("\"controls\":\"ok\""), "{transcript}");
     assert!(transcript.contains("PASS"), "{transcript}");
     server.stop().await;
@@ -116,22 +104,7 @@ async fn a_standard_whep_player_plays_through_the_single_udp_port() {
     let server = TestServer::start_with("127.0.0.1:0", &[], |c| c.udp_port = Some(port)).await;
     let url = format!("http://{}", server.addr);
     let shot = format!("{root}/target/browser-whep-player.png");
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new("node")
-            .args([&script, &url, "synthetic", &shot])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("WHEP player check finishes")
-    .expect("node runs");
-    let transcript =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "WHEP player check failed:\n{transcript}"
-    );
+    let transcript = run_check(&script, &[&url, "synthetic", &shot]).await;
     assert!(transcript.contains("\"width\":1280"), "{transcript}");
     assert!(transcript.contains("PASS"), "{transcript}");
     let (_, stats) = server.get("/api/stats").await;
@@ -143,4 +116,24 @@ async fn a_standard_whep_player_plays_through_the_single_udp_port() {
         "the player's DELETE freed its route: {mux}"
     );
     server.stop().await;
+}
+
+/// Runs a browser check script with node (at most 90 s) and returns its stdout and
+/// stderr; fails the test if it does not exit successfully.
+async fn run_check(script: &str, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{script} did not finish within 90 s"))
+    .expect("node runs");
+    let transcript =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{transcript}");
+    transcript
 }

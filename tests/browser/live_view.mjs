@@ -4,28 +4,13 @@
 // With --restart, after the first check it prints "RESTART_NOW", waits for a line on
 // stdin (the server was restarted on the same port) and checks that the page reconnected
 // by itself and plays again.
-import { chromium } from "playwright-core";
+import { fail, launchChromium } from "./chromium.mjs";
 
 const url = process.argv[2];
 const expectedWidth = Number(process.argv[3] || 1280);
 const screenshot = process.argv[4] || "";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
-function fail(msg) {
-  console.error(`FAIL: ${msg}`);
-  process.exit(1);
-}
-
-// playwright gives every launch a fresh temporary profile.
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-}).catch((e) => fail(`cannot launch ${executablePath}: ${e.message}`));
+const browser = await launchChromium();
 
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });

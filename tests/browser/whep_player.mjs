@@ -3,19 +3,13 @@
 // origin (so CORS preflight is exercised too). Usage:
 //   node tests/browser/whep_player.mjs http://127.0.0.1:PORT DETECTOR [screenshot.png]
 // Prints one JSON line with what the player got, then PASS; exits non-zero on failure.
-import { chromium } from "playwright-core";
+import { fail, launchChromium } from "./chromium.mjs";
 import * as esbuild from "esbuild";
 import * as http from "node:http";
 
 const server = process.argv[2].replace(/\/$/, "");
 const detector = process.argv[3] || "synthetic";
 const screenshot = process.argv[4] || "";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-
-function fail(msg) {
-  console.error(`FAIL: ${msg}`);
-  process.exit(1);
-}
 
 // The player is CommonJS with npm dependencies: bundle it into one script.
 const bundle = await esbuild.build({
@@ -54,15 +48,7 @@ const pageServer = http.createServer((req, res) => {
 await new Promise((r) => pageServer.listen(0, "127.0.0.1", r));
 const pageUrl = `http://localhost:${pageServer.address().port}/`;
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-}).catch((e) => fail(`cannot launch ${executablePath}: ${e.message}`));
+const browser = await launchChromium();
 
 async function sessions() {
   const r = await fetch(`${server}/api/sessions`);

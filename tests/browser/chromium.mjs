@@ -1,0 +1,22 @@
+// What the browser checks share: failing with a message, and launching Debian's
+// Chromium (CHROMIUM overrides the path) headless with autoplay allowed.
+import { chromium } from "playwright-core";
+
+export function fail(msg) {
+  console.error(`FAIL: ${msg}`);
+  process.exit(1);
+}
+
+// playwright gives every launch a fresh temporary profile.
+export async function launchChromium() {
+  const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+  return chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--autoplay-policy=no-user-gesture-required",
+    ],
+  }).catch((e) => fail(`cannot launch ${executablePath}: ${e.message}`));
+}
