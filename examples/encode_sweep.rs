@@ -4,6 +4,7 @@
 //! Prints mean/p50/p99 encode time per (threads, slices, deblocking) so the defaults in
 //! `crates/encode/src/config.rs` can be checked on the machine at hand.
 //!
+//! `CONFIGS=1x1,2x4` picks (threads x slices) pairs, `DEBLOCK=on|off|both` the loop filter.
 //! `PACE_MS=30` sleeps before each frame, as a live 30 fps source leaves the encoder
 //! idle; `PREWARM_US=1500` (with `PACE_MS`) spins both cores for the last 1.5 ms of each
 //! gap instead of sleeping (an experiment: it did not help on our VM).
@@ -48,8 +49,22 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(std::time::Duration::from_micros);
-    for (threads, slices) in [(1u16, 1u16), (2, 2), (2, 4), (2, 6), (2, 8)] {
-        for (complexity, deblocking) in [(Complexity::Low, true), (Complexity::Low, false)] {
+    // CONFIGS=1x1,2x4 picks (threads x slices); DEBLOCK=on|off|both (default both).
+    let configs: Vec<(u16, u16)> = std::env::var("CONFIGS")
+        .unwrap_or_else(|_| "1x1,2x2,2x4,2x6,2x8".into())
+        .split(',')
+        .filter_map(|c| {
+            let (t, s) = c.split_once('x')?;
+            Some((t.trim().parse().ok()?, s.trim().parse().ok()?))
+        })
+        .collect();
+    let deblock: Vec<bool> = match std::env::var("DEBLOCK").as_deref() {
+        Ok("on") => vec![true],
+        Ok("off") => vec![false],
+        _ => vec![true, false],
+    };
+    for (threads, slices) in configs {
+        for (complexity, deblocking) in deblock.iter().map(|&d| (Complexity::Low, d)) {
             let mut cfg = EncoderConfig::new(w, h);
             cfg.threads = threads;
             cfg.slices = slices;

@@ -25,10 +25,13 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::convert::{DisplayWindow, I420Frame, MAX_HEIGHT, MAX_WIDTH, MIN_SIDE};
-use crate::kernels::{self, DownscaleScratch, Linear16, View, INDEX_MAX, SATURATED, TABLE_LEN};
+use crate::kernels::{
+    self, ColourTable, DownscaleScratch, Linear16, View, INDEX_MAX, SATURATED, TABLE_LEN,
+};
 use crate::viridis::VIRIDIS;
 use crate::{Frame, FrameError, PixelFormat};
 
@@ -500,26 +503,21 @@ impl Shade {
         }
     }
 
-    /// Packed YCbCr entry of the colour shown at window position `t`.
-    fn packed(self, t: f64) -> u32 {
-        let s = self.apply_gamma(t);
-        let rgb = match self.colormap {
-            Colormap::Viridis => viridis(s),
-            Colormap::Inverted => [255.0 * (1.0 - s); 3],
-            Colormap::Gray | Colormap::Saturation => [255.0 * s; 3],
-        };
-        let (y, cb2, cr2) = kernels::ycbcr2_full(rgb);
-        kernels::pack(y, cb2, cr2)
+    /// Packed YCbCr entry of display level `level` (window and gamma applied, 0..=255):
+    /// the colour maps have 256 colours, like matplotlib's.
+    fn packed(self, level: u8, colours: &ColourTable) -> u32 {
+        match self.colormap {
+            Colormap::Viridis => colours.packed(level),
+            Colormap::Inverted => kernels::pack(255 - level, 256, 256),
+            Colormap::Gray | Colormap::Saturation => kernels::pack(level, 256, 256),
+        }
     }
 }
 
-/// Viridis at `s` in 0..=1, interpolated linearly between the 256 table entries.
-fn viridis(s: f64) -> [f64; 3] {
-    let x = s.clamp(0.0, 1.0) * 255.0;
-    let i = (x as usize).min(254);
-    let f = x - i as f64;
-    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
-    std::array::from_fn(|c| f64::from(a[c]) + (f64::from(b[c]) - f64::from(a[c])) * f)
+/// Viridis as luma and chroma, built on first use.
+fn viridis_colours() -> &'static ColourTable {
+    static COLOURS: OnceLock<ColourTable> = OnceLock::new();
+    COLOURS.get_or_init(|| ColourTable::new(&VIRIDIS))
 }
 
 /// Tables over the 12-bit window index for Mono16 (independent of the window, so a
@@ -533,14 +531,20 @@ struct Tables {
 }
 
 impl Tables {
-    fn build(&mut self, shade: Shade) {
+    fn build(&mut self, shade: Shade, colours: &ColourTable) {
         self.shade = shade;
         let invert = shade.colormap == Colormap::Inverted;
         for (i, (l, p)) in self.luma.iter_mut().zip(self.packed.iter_mut()).enumerate() {
-            let t = f64::from((i as u16).min(INDEX_MAX)) / f64::from(INDEX_MAX);
-            let y = (255.0 * shade.apply_gamma(t)).round() as u8;
-            *l = if invert { 255 - y } else { y };
-            *p = shade.packed(t);
+            let i = (i as u16).min(INDEX_MAX);
+            let level = if shade.is_linear() {
+                // round(255 * i / INDEX_MAX), exactly.
+                ((i + 8) >> 4) as u8
+            } else {
+                let t = f64::from(i) / f64::from(INDEX_MAX);
+                (255.0 * shade.apply_gamma(t)).round() as u8
+            };
+            *l = if invert { 255 - level } else { level };
+            *p = shade.packed(level, colours);
         }
         if shade.colormap == Colormap::Saturation {
             self.packed[usize::from(SATURATED)] = kernels::saturated_entry();
@@ -560,7 +564,7 @@ struct Tables8 {
 }
 
 impl Tables8 {
-    fn build(&mut self, window: DisplayWindow, shade: Shade) {
+    fn build(&mut self, window: DisplayWindow, shade: Shade, colours: &ColourTable) {
         self.key = (window, shade);
         let invert = shade.colormap == Colormap::Inverted;
         for v in 0..=255u32 {
@@ -582,8 +586,7 @@ impl Tables8 {
             self.luma[i] = if invert { 255 - y } else { y };
             self.packed[i] = match shade.colormap {
                 Colormap::Saturation if v >= 255 => kernels::saturated_entry(),
-                Colormap::Saturation | Colormap::Gray => kernels::pack(y, 256, 256),
-                _ => shade.packed(t),
+                _ => shade.packed(y, colours),
             };
         }
     }
@@ -620,11 +623,11 @@ impl Painter {
                 luma: [0; TABLE_LEN],
                 packed: [0; TABLE_LEN],
             });
-            t.build(shade);
+            t.build(shade, viridis_colours());
             t
         });
         if t.shade != shade {
-            t.build(shade);
+            t.build(shade, viridis_colours());
         }
         t
     }
@@ -637,11 +640,11 @@ impl Painter {
                 luma: [0; 256],
                 packed: [0; 256],
             });
-            t.build(window, shade);
+            t.build(window, shade, viridis_colours());
             t
         });
         if t.key != (window, shade) {
-            t.build(window, shade);
+            t.build(window, shade, viridis_colours());
         }
         t
     }
@@ -700,7 +703,14 @@ impl Painter {
                         each_row(view, y, |s, d| kernels::mono16_luma_row(lin, s, d, &t.luma));
                         neutral(u, v);
                     }
-                    (Colormap::Viridis, _) | (Colormap::Saturation, false) => {
+                    (Colormap::Viridis, true) => {
+                        let t = self.tables(shade);
+                        let colours = viridis_colours();
+                        each_pair(view, y, u, v, |s0, s1, o| {
+                            kernels::mono16_colour_level_pair(lin, s0, s1, o, &t.packed, colours)
+                        });
+                    }
+                    (Colormap::Viridis | Colormap::Saturation, false) => {
                         let t = self.tables(shade);
                         let sat = (shade.colormap == Colormap::Saturation).then_some(sat_at);
                         each_pair(view, y, u, v, |s0, s1, o| {
@@ -1585,7 +1595,8 @@ mod tests {
                     return kernels::saturated_entry();
                 }
                 let t = (f64::from(v.clamp(min, max) - min)) / f64::from(max - min);
-                shade.packed(t)
+                let level = (255.0 * shade.apply_gamma(t)).round() as u8;
+                shade.packed(level, viridis_colours())
             };
             for y in 0..32 {
                 for x in 0..64 {

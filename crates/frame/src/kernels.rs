@@ -70,6 +70,50 @@ pub(crate) fn saturated_entry() -> u32 {
     pack(y, cb2, cr2)
 }
 
+/// Full-range BT.601 (JPEG) luma and chroma of an 8-bit RGB colour, each rounded to 8
+/// bits: the colours of the 256-entry colour maps.
+pub(crate) fn ycbcr8(rgb: [u8; 3]) -> (u8, u8, u8) {
+    let (r, g, b) = (f64::from(rgb[0]), f64::from(rgb[1]), f64::from(rgb[2]));
+    let y = if r == g && g == b {
+        r
+    } else {
+        0.299 * r + 0.587 * g + 0.114 * b
+    };
+    let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
+    let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    let q = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+    (q(y), q(cb), q(cr))
+}
+
+/// A 256-entry colour map as two word tables indexed by the 8-bit display level: luma,
+/// and `Cb | Cr << 8`. The packed 12-bit tables of a colour map hold the same colours
+/// (`pack(y, 2 * cb, 2 * cr)`), so both paths give the same pictures.
+pub(crate) struct ColourTable {
+    pub y: [u16; 256],
+    pub cbcr: [u16; 256],
+}
+
+impl ColourTable {
+    pub fn new(colours: &[[u8; 3]; 256]) -> Self {
+        let mut t = ColourTable {
+            y: [0; 256],
+            cbcr: [0; 256],
+        };
+        for (l, rgb) in colours.iter().enumerate() {
+            let (y, cb, cr) = ycbcr8(*rgb);
+            t.y[l] = u16::from(y);
+            t.cbcr[l] = u16::from(cb) | (u16::from(cr) << 8);
+        }
+        t
+    }
+
+    /// The packed-table entry of level `l`.
+    pub fn packed(&self, l: u8) -> u32 {
+        let (y, c) = (self.y[usize::from(l)], self.cbcr[usize::from(l)]);
+        pack(y as u8, 2 * u32::from(c & 0xff), 2 * u32::from(c >> 8))
+    }
+}
+
 /// A view of the pixels to map: either the frame itself (offset to the region of
 /// interest) or the box-averaged scratch copy. Rows are `stride` bytes apart; only the
 /// first `width` pixels of each row and the first `height` rows are used.
@@ -243,6 +287,43 @@ fn mono16_luma_row_scalar(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; 
     }
 }
 
+/// One Mono16 row pair through a 256-colour map at gamma 1: the 8-bit level
+/// `round(index / 16)`, then the level's colour from `colours`. `packed` holds the same
+/// colours over the 12-bit index, for CPUs without AVX-512 and the rows' tails.
+pub(crate) fn mono16_colour_level_pair(
+    lin: Linear16,
+    src0: &[u8],
+    src1: &[u8],
+    out: RowPair<'_>,
+    packed: &[u32; TABLE_LEN],
+    colours: &ColourTable,
+) {
+    #[allow(unused_mut)]
+    let mut out = out;
+    #[cfg(target_arch = "x86_64")]
+    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = colours;
+        0
+    };
+    let RowPair { y0, y1, u, v } = out;
+    let tail = RowPair {
+        y0: &mut y0[done..],
+        y1: &mut y1[done..],
+        u: &mut u[done / 2..],
+        v: &mut v[done / 2..],
+    };
+    mono16_colour_pair(
+        lin,
+        &src0[2 * done..],
+        &src1[2 * done..],
+        tail,
+        packed,
+        None,
+    );
+}
+
 /// One Mono8 row through a 256-entry luma table.
 pub(crate) fn mono8_luma_row(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
     for (d, &s) in dst.iter_mut().zip(src) {
@@ -411,6 +492,11 @@ fn mono16_saturation_pair_scalar(
 ) {
     lin.apply_impl::<false>(src0, out.y0);
     lin.apply_impl::<false>(src1, out.y1);
+    paint_saturation(src0, src1, out, sat_at);
+}
+
+/// Neutral chroma for a grey-mapped row pair, then its saturated pixels painted.
+fn paint_saturation(src0: &[u8], src1: &[u8], out: RowPair<'_>, sat_at: u16) {
     out.u.fill(128);
     out.v.fill(128);
     if max_sample(src0).max(max_sample(src1)) < sat_at {
@@ -1315,6 +1401,11 @@ mod avx2 {
     }
 }
 
+/// AVX-512 kernels for gamma and the colour maps (see the module).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1571,6 +1662,51 @@ mod tests {
                         mono16_saturation_pair_scalar(lin, s0, s1, as_pair(&mut want), sat_at);
                         mono16_saturation_pair(lin, s0, s1, as_pair(&mut got), sat_at);
                         assert_eq!(got, want, "{min}..{max}, {n} px, sat {sat_at}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the AVX-512 kernels can be compared with the scalar ones here.
+    fn avx512_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            return true;
+        }
+        eprintln!("no AVX-512 F/BW: AVX-512 kernels not tested");
+        false
+    }
+
+    #[test]
+    fn avx512_colour_level_pairs_equal_scalar() {
+        if !avx512_available() {
+            return;
+        }
+        let colours = ColourTable::new(&crate::viridis::VIRIDIS);
+        // The display tables' gamma-1 levels, and random colours to catch lane mix-ups.
+        let levels: [u8; TABLE_LEN] = std::array::from_fn(|i| ((i.min(4080) + 8) >> 4) as u8);
+        let rgb = noise(5, 3 * 256);
+        let random = ColourTable::new(&std::array::from_fn(|l| {
+            [rgb[3 * l], rgb[3 * l + 1], rgb[3 * l + 2]]
+        }));
+        for colours in [&colours, &random] {
+            let packed = levels.map(|l| colours.packed(l));
+            for (w, &(min, max)) in EDGE_WINDOWS.iter().enumerate() {
+                let lin = Linear16::new(DisplayWindow::new(min, max).unwrap());
+                for (l, &n) in LENGTHS.iter().enumerate() {
+                    let seed = (w * 100 + l) as u64;
+                    let hl = (min as u16, max as u16);
+                    let rows0 = sample_rows(seed, n, hl, 4095);
+                    let rows1 = sample_rows(seed + 50, n, hl, 4095);
+                    for (s0, s1) in rows0.iter().zip(&rows1) {
+                        let mut want = pair_buffers(seed, n);
+                        let mut got = want.clone();
+                        let scalar = as_pair(&mut want);
+                        mono16_colour_pair_impl::<false>(lin, s0, s1, scalar, &packed, 0);
+                        let pair = as_pair(&mut got);
+                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours);
+                        assert_eq!(got, want, "{min}..{max}, {n} px");
                     }
                 }
             }
