@@ -97,6 +97,7 @@ async fn a_contrast_change_shows_within_two_frames_without_reconnecting() {
     assert!(before.len() >= 15);
     let base = mean(before[5..].iter().map(|f| f.mean_y));
     // A quarter of the 12-bit range as the window: the picture gets much brighter.
+    let sent_us = now_us();
     let (st, v) = server
         .patch(
             "/api/detectors/det/params",
@@ -122,10 +123,20 @@ async fn a_contrast_change_shows_within_two_frames_without_reconnecting() {
             );
         }
     }
-    // ...and the viewer saw at most 2 frames with the old one after the answer.
-    let stale = after.iter().take_while(|f| !changed(f)).count();
-    assert!(stale <= 2, "{stale} frames still showed the old window");
-    assert!(after[stale..].iter().all(changed));
+    // ...at most 2 frames captured while the PATCH was on its way show the old one (frames
+    // captured before it was sent were on their way to the viewer, more of them when the
+    // machine is loaded)...
+    let stale = after
+        .iter()
+        .filter(|f| f.stripe.is_some_and(|s| s.t_us > sent_us) && !changed(f))
+        .count();
+    assert!(
+        stale <= 2,
+        "{stale} frames captured after the PATCH showed the old window"
+    );
+    // ...and once the new window shows, it stays.
+    let first = after.iter().position(changed).expect("the change showed");
+    assert!(after[first..].iter().all(changed));
 
     // Inverted gray: dark becomes bright. Viridis: chroma leaves neutral.
     let (st, _) = server
@@ -135,24 +146,18 @@ async fn a_contrast_change_shows_within_two_frames_without_reconnecting() {
         )
         .await;
     assert_eq!(st, 200);
-    let inv = viewer.decode_frames(8, Duration::from_secs(5)).await;
-    let inv_y = inv.last().unwrap().mean_y;
-    assert!(
-        (inv_y - (255.0 - base)).abs() < 20.0,
-        "inverted mean {inv_y}, normal {base}"
-    );
+    // Frames captured before the PATCH may still be on their way (more of them on a loaded
+    // machine): wait up to 5 s for the change, then check the frame that shows it.
+    let inverted = |f: &common::Seen| (f.mean_y - (255.0 - base)).abs() < 20.0;
+    let inv = viewer.frame_where(inverted, Duration::from_secs(5)).await;
+    assert!(inv.is_some(), "no inverted frame (normal mean {base})");
     let (st, _) = server
         .patch("/api/detectors/det/params", r#"{"colormap": "viridis"}"#)
         .await;
     assert_eq!(st, 200);
-    let vir = viewer.decode_frames(8, Duration::from_secs(5)).await;
-    let last = vir.last().unwrap();
-    assert!(
-        (last.mean_u - 128.0).abs() + (last.mean_v - 128.0).abs() > 15.0,
-        "viridis has colour: U {} V {}",
-        last.mean_u,
-        last.mean_v
-    );
+    let coloured = |f: &common::Seen| (f.mean_u - 128.0).abs() + (f.mean_v - 128.0).abs() > 15.0;
+    let vir = viewer.frame_where(coloured, Duration::from_secs(5)).await;
+    assert!(vir.is_some(), "no frame with viridis colour");
     assert!(
         before.iter().all(|f| (f.mean_u - 128.0).abs() < 2.0),
         "gray has none"
@@ -181,9 +186,10 @@ async fn size_changes_reinitialize_the_encoder_and_the_viewer_keeps_decoding() {
         let (st, v) = server.patch("/api/detectors/det/params", patch).await;
         assert_eq!(st, 200, "{patch}: {v}");
         assert_eq!(v["output_size"], json!([w, h]), "{v}");
-        let seen = viewer.decode_frames(8, Duration::from_secs(5)).await;
-        let last = seen.last().expect("frames after the size change");
-        assert_eq!((last.width, last.height), (w, h), "{patch}");
+        // Frames of the old size captured before the PATCH may still be on their way.
+        let sized = |f: &common::Seen| (f.width, f.height) == (w, h);
+        let last = viewer.frame_where(sized, Duration::from_secs(5)).await;
+        let last = last.unwrap_or_else(|| panic!("{patch}: no {w}x{h} frame within 5 s"));
         if w >= 512 {
             assert!(last.stripe.is_some(), "{patch}: stripe readable");
         }

@@ -280,6 +280,26 @@ impl Viewer {
         (viewer, headers)
     }
 
+    /// Decodes until a picture satisfies `pred` (returned) or `timeout` passes (`None`).
+    pub async fn frame_where(
+        &mut self,
+        pred: impl Fn(&Seen) -> bool,
+        timeout: Duration,
+    ) -> Option<Seen> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if let Some(f) = self.decode_frames(1, left).await.pop() {
+                if pred(&f) {
+                    return Some(f);
+                }
+            }
+        }
+    }
+
     /// Receives and decodes until `n` pictures were decoded or `timeout` passes.
     pub async fn decode_frames(&mut self, n: usize, timeout: Duration) -> Vec<Seen> {
         let deadline = Instant::now() + timeout;
