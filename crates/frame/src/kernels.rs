@@ -47,15 +47,7 @@ fn block_chroma(sum: u32) -> (u8, u8) {
 /// Full-range BT.601 (JPEG) luma and doubled chroma of an RGB colour (0..=255 floats),
 /// as stored in packed entries.
 pub(crate) fn ycbcr2_full(rgb: [f64; 3]) -> (u8, u32, u32) {
-    let [r, g, b] = rgb;
-    let y = if r == g && g == b {
-        // Keep greys exact (the coefficients sum to 1 only up to rounding).
-        r
-    } else {
-        0.299 * r + 0.587 * g + 0.114 * b
-    };
-    let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
-    let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    let (y, cb, cr) = ycbcr_full(rgb);
     let q = |v: f64, max: f64| v.round().clamp(0.0, max);
     (
         q(y, 255.0) as u8,
@@ -70,17 +62,24 @@ pub(crate) fn saturated_entry() -> u32 {
     pack(y, cb2, cr2)
 }
 
-/// Full-range BT.601 (JPEG) luma and chroma of an 8-bit RGB colour, each rounded to 8
-/// bits: the colours of the 256-entry colour maps.
-pub(crate) fn ycbcr8(rgb: [u8; 3]) -> (u8, u8, u8) {
-    let (r, g, b) = (f64::from(rgb[0]), f64::from(rgb[1]), f64::from(rgb[2]));
+/// Full-range BT.601 (JPEG) luma and chroma of an RGB colour (0..=255 floats), unrounded.
+fn ycbcr_full(rgb: [f64; 3]) -> (f64, f64, f64) {
+    let [r, g, b] = rgb;
     let y = if r == g && g == b {
+        // Keep greys exact (the coefficients sum to 1 only up to rounding).
         r
     } else {
         0.299 * r + 0.587 * g + 0.114 * b
     };
     let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
     let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    (y, cb, cr)
+}
+
+/// Full-range BT.601 luma and chroma of an 8-bit RGB colour, each rounded to 8 bits:
+/// the colours of the 256-entry colour maps.
+pub(crate) fn ycbcr8(rgb: [u8; 3]) -> (u8, u8, u8) {
+    let (y, cb, cr) = ycbcr_full(rgb.map(f64::from));
     let q = |v: f64| v.round().clamp(0.0, 255.0) as u8;
     (q(y), q(cb), q(cr))
 }
@@ -492,11 +491,6 @@ fn mono16_saturation_pair_scalar(
 ) {
     lin.apply_impl::<false>(src0, out.y0);
     lin.apply_impl::<false>(src1, out.y1);
-    paint_saturation(src0, src1, out, sat_at);
-}
-
-/// Neutral chroma for a grey-mapped row pair, then its saturated pixels painted.
-fn paint_saturation(src0: &[u8], src1: &[u8], out: RowPair<'_>, sat_at: u16) {
     out.u.fill(128);
     out.v.fill(128);
     if max_sample(src0).max(max_sample(src1)) < sat_at {
@@ -1401,7 +1395,7 @@ mod avx2 {
     }
 }
 
-/// AVX-512 kernels for gamma and the colour maps (see the module).
+/// AVX-512 kernel for the colour maps at gamma 1 (see the module).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx512;
