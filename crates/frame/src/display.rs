@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use crate::convert::{DisplayWindow, I420Frame, MAX_HEIGHT, MAX_WIDTH, MIN_SIDE};
 use crate::kernels::{
-    self, ColourTable, DownscaleScratch, Linear16, View, INDEX_MAX, SATURATED, TABLE_LEN,
+    self, ColourTable, DownscaleScratch, GammaCurve, Linear16, View, INDEX_MAX, SATURATED,
+    TABLE_LEN,
 };
 use crate::viridis::VIRIDIS;
 use crate::{Frame, FrameError, PixelFormat};
@@ -528,21 +529,25 @@ struct Tables {
     luma: [u8; TABLE_LEN],
     /// Packed colour entries; slot [`SATURATED`] holds the warning colour.
     packed: [u32; TABLE_LEN],
+    /// The display level of each index, as the SIMD kernels evaluate it.
+    curve: GammaCurve,
 }
 
 impl Tables {
     fn build(&mut self, shade: Shade, colours: &ColourTable) {
         self.shade = shade;
-        let invert = shade.colormap == Colormap::Inverted;
-        for (i, (l, p)) in self.luma.iter_mut().zip(self.packed.iter_mut()).enumerate() {
-            let i = (i as u16).min(INDEX_MAX);
-            let level = if shade.is_linear() {
+        self.curve = GammaCurve::new(|i| {
+            if shade.is_linear() {
                 // round(255 * i / INDEX_MAX), exactly.
                 ((i + 8) >> 4) as u8
             } else {
                 let t = f64::from(i) / f64::from(INDEX_MAX);
                 (255.0 * shade.apply_gamma(t)).round() as u8
-            };
+            }
+        });
+        let invert = shade.colormap == Colormap::Inverted;
+        for (i, (l, p)) in self.luma.iter_mut().zip(self.packed.iter_mut()).enumerate() {
+            let level = self.curve.level((i as u16).min(INDEX_MAX));
             *l = if invert { 255 - level } else { level };
             *p = shade.packed(level, colours);
         }
@@ -622,6 +627,7 @@ impl Painter {
                 shade,
                 luma: [0; TABLE_LEN],
                 packed: [0; TABLE_LEN],
+                curve: GammaCurve::new(|_| 0),
             });
             t.build(shade, viridis_colours());
             t
@@ -700,21 +706,28 @@ impl Painter {
                     }
                     (Colormap::Gray | Colormap::Inverted, false) => {
                         let t = self.tables(shade);
-                        each_row(view, y, |s, d| kernels::mono16_luma_row(lin, s, d, &t.luma));
+                        let invert = shade.colormap == Colormap::Inverted;
+                        each_row(view, y, |s, d| {
+                            kernels::mono16_luma_row(lin, s, d, &t.luma, &t.curve, invert)
+                        });
                         neutral(u, v);
                     }
-                    (Colormap::Viridis, true) => {
+                    (Colormap::Viridis, linear) => {
                         let t = self.tables(shade);
                         let colours = viridis_colours();
+                        let curve = (!linear).then_some(&t.curve);
                         each_pair(view, y, u, v, |s0, s1, o| {
-                            kernels::mono16_colour_level_pair(lin, s0, s1, o, &t.packed, colours)
+                            kernels::mono16_colour_level_pair(
+                                lin, s0, s1, o, &t.packed, colours, curve,
+                            )
                         });
                     }
-                    (Colormap::Viridis | Colormap::Saturation, false) => {
+                    (Colormap::Saturation, false) => {
                         let t = self.tables(shade);
-                        let sat = (shade.colormap == Colormap::Saturation).then_some(sat_at);
                         each_pair(view, y, u, v, |s0, s1, o| {
-                            kernels::mono16_colour_pair(lin, s0, s1, o, &t.packed, sat)
+                            kernels::mono16_saturation_gamma_pair(
+                                lin, s0, s1, o, &t.packed, &t.curve, sat_at,
+                            )
                         });
                     }
                 }

@@ -113,6 +113,61 @@ impl ColourTable {
     }
 }
 
+/// Indices below this take their gamma level from [`GammaCurve::head`].
+const GAMMA_HEAD: u16 = 48;
+/// Index of the first knot of [`GammaCurve::knots`]; knots are 32 indices (two output
+/// levels) apart, so that the last one falls on [`INDEX_MAX`].
+const GAMMA_KNOT0: u16 = 16;
+
+/// The display level (0..=255) of each 12-bit window index for one gamma, in a form
+/// that SIMD code can evaluate from registers instead of a per-pixel table lookup:
+///
+/// - indices below 48 take the exact level from `head` (where `t^gamma` bends most);
+/// - above, the level is interpolated linearly between 128 knots at indices
+///   `16 + 32 s`, each holding its exact level and the rise to the next knot:
+///   `level = b + (d * f + 16) >> 5` with `f` the offset from the knot.
+///
+/// Exact levels are `round(255 * (i / 4080)^gamma)`; the curve stays within one level
+/// of them, is monotonic, and keeps 0 and 255 at the ends for every accepted gamma
+/// (tested over 0.1..=10), and it reproduces the linear map exactly. The 4096-entry
+/// tables are built from [`GammaCurve::level`], so the table and SIMD paths agree byte
+/// for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GammaCurve {
+    /// Exact levels of indices `0..48` (the rest of the 64 slots repeat the last).
+    pub head: [u16; 64],
+    /// Knot `s`: the exact level at index `16 + 32 s` in the low byte, the rise to the
+    /// next knot in the high byte.
+    pub knots: [u16; 128],
+}
+
+impl GammaCurve {
+    /// The curve through `exact`, which must be non-decreasing over `0..=INDEX_MAX`.
+    pub fn new(exact: impl Fn(u16) -> u8) -> Self {
+        let at = |i: u16| exact(i.min(INDEX_MAX));
+        GammaCurve {
+            head: std::array::from_fn(|i| u16::from(at((i as u16).min(GAMMA_HEAD - 1)))),
+            knots: std::array::from_fn(|s| {
+                let i = GAMMA_KNOT0 + 32 * s as u16;
+                let (b, e) = (at(i), at(i + 32));
+                debug_assert!(e >= b, "gamma levels must not decrease");
+                u16::from(b) | (u16::from(e.saturating_sub(b)) << 8)
+            }),
+        }
+    }
+
+    /// The level of index `i` (`0..=INDEX_MAX`).
+    #[inline]
+    pub fn level(&self, i: u16) -> u8 {
+        if i < GAMMA_HEAD {
+            return self.head[usize::from(i)] as u8;
+        }
+        let t = i - GAMMA_KNOT0;
+        let w = self.knots[usize::from(t >> 5) % 128];
+        ((w & 0xff) + (((w >> 8) * (t & 31) + 16) >> 5)) as u8
+    }
+}
+
 /// A view of the pixels to map: either the frame itself (offset to the region of
 /// interest) or the box-averaged scratch copy. Rows are `stride` bytes apart; only the
 /// first `width` pixels of each row and the first `height` rows are used.
@@ -266,8 +321,25 @@ fn lookup_bytes<const N: usize>(idx: &[u16], lut: &[u8; N], dst: &mut [u8]) {
     }
 }
 
-/// One Mono16 row through a 4096-entry luma table.
-pub(crate) fn mono16_luma_row(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; TABLE_LEN]) {
+/// One Mono16 row through a 4096-entry luma table, which holds the levels of `curve`
+/// (or their complement with `invert`): AVX-512 evaluates the curve from registers,
+/// AVX2 and the scalar code look the table up.
+pub(crate) fn mono16_luma_row(
+    lin: Linear16,
+    src: &[u8],
+    dst: &mut [u8],
+    lut: &[u8; TABLE_LEN],
+    curve: &GammaCurve,
+    invert: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    let done = avx512::mono16_luma_row(lin, src, dst, curve, invert);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = (curve, invert);
+        0
+    };
+    let (src, dst) = (&src[2 * done..], &mut dst[done..]);
     #[cfg(target_arch = "x86_64")]
     if avx2::mono16_luma_row(lin, src, dst, lut) {
         return;
@@ -286,9 +358,10 @@ fn mono16_luma_row_scalar(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; 
     }
 }
 
-/// One Mono16 row pair through a 256-colour map at gamma 1: the 8-bit level
-/// `round(index / 16)`, then the level's colour from `colours`. `packed` holds the same
-/// colours over the 12-bit index, for CPUs without AVX-512 and the rows' tails.
+/// One Mono16 row pair through a 256-colour map: the 8-bit level (`round(index / 16)`
+/// at gamma 1, else from `curve`), then the level's colour from `colours`. `packed`
+/// holds the same colours over the 12-bit index, for CPUs without AVX-512 and the
+/// rows' tails.
 pub(crate) fn mono16_colour_level_pair(
     lin: Linear16,
     src0: &[u8],
@@ -296,14 +369,15 @@ pub(crate) fn mono16_colour_level_pair(
     out: RowPair<'_>,
     packed: &[u32; TABLE_LEN],
     colours: &ColourTable,
+    curve: Option<&GammaCurve>,
 ) {
     #[allow(unused_mut)]
     let mut out = out;
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours);
+    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours, curve);
     #[cfg(not(target_arch = "x86_64"))]
     let done = {
-        let _ = colours;
+        let _ = (colours, curve);
         0
     };
     let RowPair { y0, y1, u, v } = out;
@@ -426,6 +500,44 @@ fn mono16_colour_pair_impl<const SAT: bool>(
         lin.index::<SAT>(s1, &mut i1[..n], sat_at);
         colour_blocks(&i0[..n], &i1[..n], lut, y0, y1, u, v);
     }
+}
+
+/// One Mono16 row pair of the saturation map through a gamma curve: AVX-512 computes
+/// grey levels from `curve` and paints the saturated pixels; elsewhere (and for the
+/// rows' tails) the packed table, which holds the same levels and the warning colour.
+pub(crate) fn mono16_saturation_gamma_pair(
+    lin: Linear16,
+    src0: &[u8],
+    src1: &[u8],
+    out: RowPair<'_>,
+    packed: &[u32; TABLE_LEN],
+    curve: &GammaCurve,
+    sat_at: u16,
+) {
+    #[allow(unused_mut)]
+    let mut out = out;
+    #[cfg(target_arch = "x86_64")]
+    let done = avx512::mono16_saturation_pair(lin, src0, src1, &mut out, curve, sat_at);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = curve;
+        0
+    };
+    let RowPair { y0, y1, u, v } = out;
+    let tail = RowPair {
+        y0: &mut y0[done..],
+        y1: &mut y1[done..],
+        u: &mut u[done / 2..],
+        v: &mut v[done / 2..],
+    };
+    mono16_colour_pair(
+        lin,
+        &src0[2 * done..],
+        &src1[2 * done..],
+        tail,
+        packed,
+        Some(sat_at),
+    );
 }
 
 /// One Mono8 row pair through a 256-entry packed colour table.
@@ -1395,7 +1507,7 @@ mod avx2 {
     }
 }
 
-/// AVX-512 kernel for the colour maps at gamma 1 (see the module).
+/// AVX-512 kernels for the colour maps and gamma (see the module).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx512;
@@ -1548,7 +1660,12 @@ mod tests {
                     let mut want = noise(seed + 1, n);
                     let mut got = want.clone();
                     mono16_luma_row_scalar(lin, &src, &mut want, &lut);
-                    mono16_luma_row(lin, &src, &mut got, &lut);
+                    // The AVX2 lookups themselves (with AVX-512, `mono16_luma_row`
+                    // evaluates the gamma curve instead of this random table).
+                    #[cfg(target_arch = "x86_64")]
+                    if !avx2::mono16_luma_row(lin, &src, &mut got, &lut) {
+                        mono16_luma_row_scalar(lin, &src, &mut got, &lut);
+                    }
                     assert_eq!(got, want, "{min}..{max}, {n} px");
                 }
             }
@@ -1699,8 +1816,108 @@ mod tests {
                         let scalar = as_pair(&mut want);
                         mono16_colour_pair_impl::<false>(lin, s0, s1, scalar, &packed, 0);
                         let pair = as_pair(&mut got);
-                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours);
+                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours, None);
                         assert_eq!(got, want, "{min}..{max}, {n} px");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `round(255 * (i / 4080)^gamma)`, as the display tables define gamma.
+    fn exact_gamma(gamma: f64) -> impl Fn(u16) -> u8 {
+        move |i| (255.0 * (f64::from(i) / f64::from(INDEX_MAX)).powf(gamma)).round() as u8
+    }
+
+    #[test]
+    fn gamma_curve_is_within_one_level_monotonic_and_keeps_the_ends() {
+        let linear = GammaCurve::new(|i| ((i + 8) >> 4) as u8);
+        for i in 0..=INDEX_MAX {
+            assert_eq!(linear.level(i), ((i + 8) >> 4) as u8, "linear at {i}");
+        }
+        // Every accepted gamma (0.1..=10) in steps of 0.05, and the ends.
+        for g in (2..=200).map(|k| f64::from(k) * 0.05).chain([0.1, 10.0]) {
+            let exact = exact_gamma(g);
+            let curve = GammaCurve::new(&exact);
+            let mut prev = 0;
+            for i in 0..=INDEX_MAX {
+                let got = curve.level(i);
+                assert!(
+                    got.abs_diff(exact(i)) <= 1,
+                    "gamma {g} at {i}: {got} vs {}",
+                    exact(i)
+                );
+                assert!(got >= prev, "gamma {g} decreases at {i}");
+                prev = got;
+            }
+            assert_eq!(
+                (curve.level(0), curve.level(INDEX_MAX)),
+                (0, 255),
+                "gamma {g}"
+            );
+        }
+    }
+
+    #[test]
+    fn avx512_gamma_kernels_equal_table_paths() {
+        if !avx512_available() {
+            return;
+        }
+        let viridis = ColourTable::new(&crate::viridis::VIRIDIS);
+        for gamma in [0.1, 0.45, 0.5, 2.2, 10.0] {
+            let curve = GammaCurve::new(exact_gamma(gamma));
+            let levels: [u8; TABLE_LEN] =
+                std::array::from_fn(|i| curve.level((i as u16).min(INDEX_MAX)));
+            let inverted = levels.map(|l| 255 - l);
+            let colour = levels.map(|l| viridis.packed(l));
+            let mut grey = levels.map(|l| pack(l, 256, 256));
+            grey[usize::from(SATURATED)] = saturated_entry();
+            for (w, &(min, max)) in EDGE_WINDOWS.iter().enumerate() {
+                let lin = Linear16::new(DisplayWindow::new(min, max).unwrap());
+                for (l, &n) in LENGTHS.iter().enumerate() {
+                    let seed = (w * 100 + l) as u64;
+                    let hl = (min as u16, max as u16);
+                    let what = format!("gamma {gamma}, {min}..{max}, {n} px");
+                    for sat_at in [4095, 1000] {
+                        let rows0 = sample_rows(seed, n, hl, sat_at);
+                        let rows1 = sample_rows(seed + 50, n, hl, sat_at);
+                        for (s0, s1) in rows0.iter().zip(&rows1) {
+                            for (lut, invert) in [(&levels, false), (&inverted, true)] {
+                                let mut want = noise(seed, n);
+                                let mut got = want.clone();
+                                mono16_luma_row_scalar(lin, s0, &mut want, lut);
+                                mono16_luma_row(lin, s0, &mut got, lut, &curve, invert);
+                                assert_eq!(got, want, "luma, invert {invert}, {what}");
+                            }
+                            let mut want = pair_buffers(seed, n);
+                            let mut got = want.clone();
+                            mono16_colour_pair_impl::<false>(
+                                lin,
+                                s0,
+                                s1,
+                                as_pair(&mut want),
+                                &colour,
+                                0,
+                            );
+                            let pair = as_pair(&mut got);
+                            mono16_colour_level_pair(
+                                lin,
+                                s0,
+                                s1,
+                                pair,
+                                &colour,
+                                &viridis,
+                                Some(&curve),
+                            );
+                            assert_eq!(got, want, "viridis, {what}");
+                            let mut want = pair_buffers(seed, n);
+                            let mut got = want.clone();
+                            let scalar = as_pair(&mut want);
+                            mono16_colour_pair_impl::<true>(lin, s0, s1, scalar, &grey, sat_at);
+                            let pair = as_pair(&mut got);
+                            mono16_saturation_gamma_pair(lin, s0, s1, pair, &grey, &curve, sat_at);
+                            assert_eq!(got, want, "saturation at {sat_at}, {what}");
+                        }
                     }
                 }
             }

@@ -1,11 +1,18 @@
-//! AVX-512 (F + BW) kernel for the colour maps at gamma 1.
+//! AVX-512 (F + BW) kernels for the Mono16 maps that need more than the linear window:
+//! colour maps, and gamma for the grey, inverted and saturation maps.
 //!
-//! The AVX2 colour kernel looks each pixel's packed colour up with a scalar load and a
-//! `vpinsrd` (gathers are microcoded on the development host), about a cycle per pixel
-//! on the shuffle port. Here the 8-bit level's luma and chroma come from two 256-entry
-//! word tables held in sixteen registers: four `vpermi2w` and three blends per table
-//! and 32 pixels, no memory lookups. Results equal the scalar table code byte for byte
-//! (tests in `kernels::tests`).
+//! The AVX2 code looks each pixel up in a 4096-entry table with a scalar load (gathers
+//! are microcoded on the development host), about a cycle per pixel. Here nothing is
+//! looked up in memory:
+//!
+//! - a colour map's luma and `Cb | Cr << 8` of the 8-bit level come from two 256-word
+//!   tables held in sixteen registers: four `vpermi2w` and three blends per table and
+//!   32 pixels;
+//! - gamma is [`GammaCurve`] in six registers: the exact head and the 128 knots are
+//!   word permutes, then one multiply interpolates between knots.
+//!
+//! Results equal the table code byte for byte, because the tables are built from the
+//! same curve and colours (tests in `kernels::tests`).
 //!
 //! Tried and dropped: gamma as a binary search over the curve's 255 thresholds with
 //! `vpermw`/`vpermi2w` (eight dependent compare steps per vector). It is exact, but on
@@ -18,7 +25,10 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{ColourTable, Linear16, RowPair, INDEX_MAX};
+use super::{
+    paint_saturated, saturated_entry, saturation_chroma, ColourTable, GammaCurve, Linear16,
+    RowPair, GAMMA_HEAD, GAMMA_KNOT0, INDEX_MAX,
+};
 
 /// Pixels per step: one 512-bit load of 32 samples per row.
 const STEP: usize = 32;
@@ -87,6 +97,46 @@ impl Window {
     }
 }
 
+/// [`GammaCurve`] in six registers.
+struct Curve {
+    head: [__m512i; 2],
+    knots: [__m512i; 4],
+}
+
+impl Curve {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn new(c: &GammaCurve) -> Self {
+        Curve {
+            head: std::array::from_fn(|j| load_words(&c.head[32 * j..32 * j + 32])),
+            knots: std::array::from_fn(|j| load_words(&c.knots[32 * j..32 * j + 32])),
+        }
+    }
+
+    /// [`GammaCurve::level`] of 32 indices: the head and the two halves of the knots
+    /// are word permutes from registers, then one multiply-add interpolates.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn level(&self, idx: __m512i) -> __m512i {
+        let head = _mm512_permutex2var_epi16(self.head[0], idx, self.head[1]);
+        // Wraps below the first knot; those lanes take `head`.
+        let t = _mm512_sub_epi16(idx, _mm512_set1_epi16(GAMMA_KNOT0 as i16));
+        let s = _mm512_srli_epi16::<5>(t);
+        let upper = _mm512_test_epi16_mask(s, _mm512_set1_epi16(64));
+        let w = _mm512_mask_blend_epi16(
+            upper,
+            _mm512_permutex2var_epi16(self.knots[0], s, self.knots[1]),
+            _mm512_permutex2var_epi16(self.knots[2], s, self.knots[3]),
+        );
+        let f = _mm512_and_si512(t, _mm512_set1_epi16(31));
+        let rise = _mm512_mullo_epi16(_mm512_srli_epi16::<8>(w), f);
+        let rise = _mm512_srli_epi16::<5>(_mm512_add_epi16(rise, _mm512_set1_epi16(16)));
+        let v = _mm512_add_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0xff)), rise);
+        let in_head = _mm512_cmplt_epu16_mask(idx, _mm512_set1_epi16(GAMMA_HEAD as i16));
+        _mm512_mask_blend_epi16(in_head, v, head)
+    }
+}
+
 /// Loads 32 words (64 bytes) from `words`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
@@ -140,6 +190,7 @@ impl Colours {
 
 /// Runs [`colour_pair`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
 /// returns how many leading pixels of the row pair it mapped (a multiple of 32).
+/// `curve` is the gamma curve, `None` at gamma 1.
 #[inline]
 pub(super) fn mono16_colour_level_pair(
     lin: Linear16,
@@ -147,43 +198,189 @@ pub(super) fn mono16_colour_level_pair(
     src1: &[u8],
     out: &mut RowPair<'_>,
     colours: &ColourTable,
+    curve: Option<&GammaCurve>,
 ) -> usize {
     if !available() || matches!(lin, Linear16::Wide(_)) {
         return 0;
     }
     // SAFETY: AVX-512 F and BW are available (checked just above).
-    unsafe { colour_pair(lin, src0, src1, out, colours) }
+    unsafe {
+        match curve {
+            Some(c) => colour_pair::<true>(lin, src0, src1, out, colours, c),
+            None => {
+                // Unused at gamma 1 (the level is computed directly), but `colour_pair`
+                // takes a curve either way.
+                static LINEAR: OnceLock<GammaCurve> = OnceLock::new();
+                let linear = LINEAR.get_or_init(|| GammaCurve::new(|i| ((i + 8) >> 4) as u8));
+                colour_pair::<false>(lin, src0, src1, out, colours, linear)
+            }
+        }
+    }
 }
 
-/// Colour-mapped I420 of a Mono16 row pair (gamma 1): level, then luma and block chroma.
+/// Runs [`luma_row`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
+/// returns how many leading pixels it mapped (a multiple of 32).
+#[inline]
+pub(super) fn mono16_luma_row(
+    lin: Linear16,
+    src: &[u8],
+    dst: &mut [u8],
+    curve: &GammaCurve,
+    invert: bool,
+) -> usize {
+    if !available() || matches!(lin, Linear16::Wide(_)) {
+        return 0;
+    }
+    // SAFETY: AVX-512 F and BW are available (checked just above).
+    unsafe {
+        if invert {
+            luma_row::<true>(lin, src, dst, curve)
+        } else {
+            luma_row::<false>(lin, src, dst, curve)
+        }
+    }
+}
+
+/// Runs [`saturation_pair`] if the CPU has AVX-512 and the window is
+/// [`Linear16::Fast`]; returns how many leading pixels of the row pair it mapped (a
+/// multiple of 32).
+#[inline]
+pub(super) fn mono16_saturation_pair(
+    lin: Linear16,
+    src0: &[u8],
+    src1: &[u8],
+    out: &mut RowPair<'_>,
+    curve: &GammaCurve,
+    sat_at: u16,
+) -> usize {
+    if !available() || matches!(lin, Linear16::Wide(_)) {
+        return 0;
+    }
+    // SAFETY: AVX-512 F and BW are available (checked just above).
+    unsafe { saturation_pair(lin, src0, src1, out, curve, sat_at) }
+}
+
+/// Pixels a row-pair kernel can map with whole steps.
+fn pair_body(src0: &[u8], src1: &[u8], out: &RowPair<'_>) -> usize {
+    let n = (out.y0.len().min(out.y1.len()))
+        .min(src0.len().min(src1.len()) / 2)
+        .min(2 * out.u.len().min(out.v.len()));
+    n - n % STEP
+}
+
+/// Grey (or inverted grey) levels of a Mono16 row through a gamma curve.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn colour_pair(
+fn luma_row<const INVERT: bool>(
+    lin: Linear16,
+    src: &[u8],
+    dst: &mut [u8],
+    curve: &GammaCurve,
+) -> usize {
+    let Some(w) = Window::new(lin) else {
+        return 0;
+    };
+    let curve = Curve::new(curve);
+    let n = dst.len().min(src.len() / 2);
+    let body = n - n % STEP;
+    let flip = _mm512_set1_epi16(if INVERT { 0xff } else { 0 });
+    for x in (0..body).step_by(STEP) {
+        // SAFETY: x + 32 <= body <= n, so src[2x..2x + 64] and dst[x..x + 32] are in
+        // bounds.
+        unsafe {
+            let r = _mm512_loadu_si512(src.as_ptr().add(2 * x).cast());
+            let l = _mm512_xor_si512(curve.level(w.index(r)), flip);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l));
+        }
+    }
+    body
+}
+
+/// The saturation map of a Mono16 row pair through a gamma curve: grey levels and
+/// neutral chroma, then the few steps holding raw values at or above `sat_at` are
+/// painted by the scalar code (as the AVX2 kernel at gamma 1 does).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn saturation_pair(
+    lin: Linear16,
+    src0: &[u8],
+    src1: &[u8],
+    out: &mut RowPair<'_>,
+    curve: &GammaCurve,
+    sat_at: u16,
+) -> usize {
+    let Some(w) = Window::new(lin) else {
+        return 0;
+    };
+    let curve = Curve::new(curve);
+    let body = pair_body(src0, src1, out);
+    let RowPair { y0, y1, u, v } = out;
+    let sat = _mm512_set1_epi16(sat_at as i16);
+    let sat_y = saturated_entry() as u8;
+    let chroma = saturation_chroma();
+    for x in (0..body).step_by(STEP) {
+        // SAFETY: x + 32 <= body, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
+        // u/v[x/2..x/2 + 16] are in bounds.
+        let any = unsafe {
+            let r0 = _mm512_loadu_si512(src0.as_ptr().add(2 * x).cast());
+            let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
+            let l0 = curve.level(w.index(r0));
+            let l1 = curve.level(w.index(r1));
+            _mm256_storeu_si256(y0.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l0));
+            _mm256_storeu_si256(y1.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l1));
+            let neutral = _mm_set1_epi8(-128);
+            _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), neutral);
+            _mm_storeu_si128(v.as_mut_ptr().add(x / 2).cast(), neutral);
+            (_mm512_cmpge_epu16_mask(r0, sat) | _mm512_cmpge_epu16_mask(r1, sat)) != 0
+        };
+        if any {
+            let step = RowPair {
+                y0: &mut y0[x..x + STEP],
+                y1: &mut y1[x..x + STEP],
+                u: &mut u[x / 2..x / 2 + STEP / 2],
+                v: &mut v[x / 2..x / 2 + STEP / 2],
+            };
+            let (s0, s1) = (&src0[2 * x..2 * x + 64], &src1[2 * x..2 * x + 64]);
+            paint_saturated(s0, s1, step, sat_at, sat_y, &chroma);
+        }
+    }
+    body
+}
+
+/// Colour-mapped I420 of a Mono16 row pair: level (linear, or through `curve` with
+/// `GAMMA`), then luma and block chroma.
+#[target_feature(enable = "avx512f,avx512bw")]
+fn colour_pair<const GAMMA: bool>(
     lin: Linear16,
     src0: &[u8],
     src1: &[u8],
     out: &mut RowPair<'_>,
     colours: &ColourTable,
+    curve: &GammaCurve,
 ) -> usize {
     let Some(w) = Window::new(lin) else {
         return 0;
     };
     let colours = Colours::new(colours);
+    let curve = Curve::new(curve);
+    let level = |raw| {
+        if GAMMA {
+            curve.level(w.index(raw))
+        } else {
+            w.level(raw)
+        }
+    };
+    let body = pair_body(src0, src1, out);
     let RowPair { y0, y1, u, v } = out;
-    let n = (y0.len().min(y1.len()))
-        .min(src0.len().min(src1.len()) / 2)
-        .min(2 * u.len().min(v.len()));
-    let body = n - n % STEP;
     let low = _mm512_set1_epi16(0xff);
     let ones = _mm512_set1_epi16(1);
     let two = _mm512_set1_epi32(2);
     for x in (0..body).step_by(STEP) {
-        // SAFETY: x + 32 <= body <= n, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
+        // SAFETY: x + 32 <= body, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
         // u/v[x/2..x/2 + 16] are in bounds.
         unsafe {
             let r0 = _mm512_loadu_si512(src0.as_ptr().add(2 * x).cast());
             let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
-            let (l0, c0) = colours.of(w.level(r0));
-            let (l1, c1) = colours.of(w.level(r1));
+            let (l0, c0) = colours.of(level(r0));
+            let (l1, c1) = colours.of(level(r1));
             _mm256_storeu_si256(y0.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l0));
             _mm256_storeu_si256(y1.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l1));
             // Column sums of Cb and Cr, then the two columns of each block (vpmaddwd
