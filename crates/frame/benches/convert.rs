@@ -46,7 +46,15 @@ fn bench_mono16(c: &mut Criterion) {
 }
 
 fn bench_display(c: &mut Criterion) {
-    let (w, h) = (2048, 2048);
+    // `BENCH_DISPLAY_SIZE=2048x128` keeps the frame in L2, timing the kernels without
+    // the memory traffic that other tenants of a shared L3 make noisy.
+    let (w, h) = std::env::var("BENCH_DISPLAY_SIZE")
+        .ok()
+        .and_then(|v| {
+            let (w, h) = v.split_once('x')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        })
+        .unwrap_or((2048, 2048));
     let frame = mono16_frame(w, h);
     let manual = WindowMode::Manual {
         min: 100,

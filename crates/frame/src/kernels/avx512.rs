@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use super::{
     paint_saturated, saturated_entry, saturation_chroma, ColourTable, GammaCurve, Linear16,
-    RowPair, GAMMA_HEAD, GAMMA_KNOT0, INDEX_MAX,
+    RowPair, GAMMA_HEAD, GAMMA_KNOT0,
 };
 
 /// Pixels per step: one 512-bit load of 32 samples per row.
@@ -51,7 +51,10 @@ pub(super) fn available() -> bool {
 struct Window {
     lo: __m512i,
     range: __m512i,
-    sh: __m128i,
+    /// `1 << sh`: the normalising shift as a multiply, which runs on port 0 where
+    /// `vpsllw` by a register count also needs the shuffle port (port 5), the one
+    /// the table permutes saturate.
+    scale: __m512i,
     k: __m512i,
 }
 
@@ -66,34 +69,56 @@ impl Window {
         Some(Window {
             lo: _mm512_set1_epi16(lo as i16),
             range: _mm512_set1_epi16(range as i16),
-            sh: _mm_cvtsi32_si128(sh as i32),
+            scale: _mm512_set1_epi16((1u16 << sh) as i16),
             k: _mm512_set1_epi16(k as i16),
         })
     }
 
-    /// 12-bit table indices (`0..=INDEX_MAX`) of 32 raw samples, as `Linear16::index`.
+    /// `y7` of [`Linear16`] for 32 raw samples: the output with 7 fractional bits, at
+    /// most `255 << 7` (`k` rounds up by less than one unit of `range << sh`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn index(&self, raw: __m512i) -> __m512i {
-        let v = _mm512_subs_epu16(raw, self.lo);
-        let v = _mm512_sll_epi16(_mm512_min_epu16(v, self.range), self.sh);
+    fn y7(&self, raw: __m512i) -> __m512i {
+        let v = _mm512_min_epu16(_mm512_subs_epu16(raw, self.lo), self.range);
+        let v = _mm512_mullo_epi16(v, self.scale);
         // A plain `self.k` lets LLVM widen the multiply to 32-bit lanes (two `vpmovzxwd`,
         // two multiplies and two packs instead of one `vpmulhuw`), as in the AVX2 code.
         // SAFETY: a read through a reference.
-        let y7 = _mm512_mulhi_epu16(v, unsafe { std::ptr::read_volatile(&self.k) });
-        let i = _mm512_srli_epi16::<3>(_mm512_add_epi16(y7, _mm512_set1_epi16(4)));
-        _mm512_min_epu16(i, _mm512_set1_epi16(INDEX_MAX as i16))
+        _mm512_mulhi_epu16(v, unsafe { std::ptr::read_volatile(&self.k) })
     }
-}
 
-impl Window {
+    /// 12-bit table indices (`0..=INDEX_MAX`) of 32 raw samples, as `Linear16::index`
+    /// (`y7 <= 255 << 7`, so the scalar code's clamp to `INDEX_MAX` never binds).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn index(&self, raw: __m512i) -> __m512i {
+        _mm512_srli_epi16::<3>(_mm512_add_epi16(self.y7(raw), _mm512_set1_epi16(4)))
+    }
+
     /// 8-bit display levels of 32 raw samples: `round(index / 16)` of the 12-bit index,
-    /// as the colour tables are built.
+    /// as the colour tables are built. `((y7 + 4) >> 3 + 8) >> 4 = (y7 + 68) >> 7`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn level(&self, raw: __m512i) -> __m512i {
-        let idx = self.index(raw);
-        _mm512_srli_epi16::<4>(_mm512_add_epi16(idx, _mm512_set1_epi16(8)))
+        _mm512_srli_epi16::<7>(_mm512_add_epi16(self.y7(raw), _mm512_set1_epi16(68)))
+    }
+}
+
+/// Stores the low bytes of two rows' 32 words (each at most 255) to `a` and `b`: one
+/// pack and one qword permute, two shuffle-port uops where two `vpmovwb` take four.
+///
+/// # Safety
+/// `a` and `b` must be valid for 32-byte writes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store_rows(a: *mut u8, b: *mut u8, wa: __m512i, wb: __m512i) {
+    // Per 128-bit lane: 8 bytes of `wa`, then 8 of `wb`.
+    let p = _mm512_packus_epi16(wa, wb);
+    let p = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), p);
+    // SAFETY: the caller guarantees 32 writable bytes at each.
+    unsafe {
+        _mm256_storeu_si256(a.cast(), _mm512_castsi512_si256(p));
+        _mm256_storeu_si256(b.cast(), _mm512_extracti64x4_epi64::<1>(p));
     }
 }
 
@@ -179,8 +204,10 @@ impl Colours {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn of(&self, level: __m512i) -> (__m512i, __m512i) {
-        let b6 = _mm512_test_epi16_mask(level, _mm512_set1_epi16(64));
-        let b7 = _mm512_test_epi16_mask(level, _mm512_set1_epi16(128));
+        // Bits 6 and 7 moved to the sign bit: `vpmovw2m` runs on port 0, `vptestmw`
+        // on port 5 with the permutes.
+        let b6 = _mm512_movepi16_mask(_mm512_slli_epi16::<9>(level));
+        let b7 = _mm512_movepi16_mask(_mm512_slli_epi16::<8>(level));
         (
             Self::lookup(&self.y, level, b6, b7),
             Self::lookup(&self.c, level, b6, b7),
@@ -219,7 +246,7 @@ pub(super) fn mono16_colour_level_pair(
 }
 
 /// Runs [`luma_row`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
-/// returns how many leading pixels it mapped (a multiple of 32).
+/// returns how many leading pixels it mapped (a multiple of 64).
 #[inline]
 pub(super) fn mono16_luma_row(
     lin: Linear16,
@@ -281,15 +308,19 @@ fn luma_row<const INVERT: bool>(
     };
     let curve = Curve::new(curve);
     let n = dst.len().min(src.len() / 2);
-    let body = n - n % STEP;
+    // Two steps at a time, so that their bytes are packed together (see `store_rows`).
+    let body = n - n % (2 * STEP);
     let flip = _mm512_set1_epi16(if INVERT { 0xff } else { 0 });
-    for x in (0..body).step_by(STEP) {
-        // SAFETY: x + 32 <= body <= n, so src[2x..2x + 64] and dst[x..x + 32] are in
+    for x in (0..body).step_by(2 * STEP) {
+        // SAFETY: x + 64 <= body <= n, so src[2x..2x + 128] and dst[x..x + 64] are in
         // bounds.
         unsafe {
-            let r = _mm512_loadu_si512(src.as_ptr().add(2 * x).cast());
-            let l = _mm512_xor_si512(curve.level(w.index(r)), flip);
-            _mm256_storeu_si256(dst.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l));
+            let ra = _mm512_loadu_si512(src.as_ptr().add(2 * x).cast());
+            let rb = _mm512_loadu_si512(src.as_ptr().add(2 * x + 64).cast());
+            let la = _mm512_xor_si512(curve.level(w.index(ra)), flip);
+            let lb = _mm512_xor_si512(curve.level(w.index(rb)), flip);
+            let d = dst.as_mut_ptr().add(x);
+            store_rows(d, d.add(STEP), la, lb);
         }
     }
     body
@@ -324,8 +355,7 @@ fn saturation_pair(
             let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
             let l0 = curve.level(w.index(r0));
             let l1 = curve.level(w.index(r1));
-            _mm256_storeu_si256(y0.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l0));
-            _mm256_storeu_si256(y1.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l1));
+            store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), l0, l1);
             let neutral = _mm_set1_epi8(-128);
             _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), neutral);
             _mm_storeu_si128(v.as_mut_ptr().add(x / 2).cast(), neutral);
@@ -381,8 +411,7 @@ fn colour_pair<const GAMMA: bool>(
             let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
             let (l0, c0) = colours.of(level(r0));
             let (l1, c1) = colours.of(level(r1));
-            _mm256_storeu_si256(y0.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l0));
-            _mm256_storeu_si256(y1.as_mut_ptr().add(x).cast(), _mm512_cvtepi16_epi8(l1));
+            store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), l0, l1);
             // Column sums of Cb and Cr, then the two columns of each block (vpmaddwd
             // adds neighbouring words into 32-bit lanes), rounded: (sum + 2) / 4.
             let cb = _mm512_add_epi16(_mm512_and_si512(c0, low), _mm512_and_si512(c1, low));
