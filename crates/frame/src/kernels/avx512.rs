@@ -114,12 +114,52 @@ impl Window {
 unsafe fn store_rows(a: *mut u8, b: *mut u8, wa: __m512i, wb: __m512i) {
     // Per 128-bit lane: 8 bytes of `wa`, then 8 of `wb`.
     let p = _mm512_packus_epi16(wa, wb);
-    let p = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), p);
+    let p = permq(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), p);
     // SAFETY: the caller guarantees 32 writable bytes at each.
     unsafe {
         _mm256_storeu_si256(a.cast(), _mm512_castsi512_si256(p));
         _mm256_storeu_si256(b.cast(), _mm512_extracti64x4_epi64::<1>(p));
     }
+}
+
+// Two instructions in `asm!`: LLVM rewrites their intrinsics into sequences that are
+// equivalent but load the shuffle port (port 5), the bottleneck of these loops.
+
+/// `vpermq` of `v` by `idx`: LLVM splits `_mm512_permutexvar_epi64` feeding two 256-bit
+/// stores into extracts, unpacks and two `vpermq ymm` (five port-5 uops, not one).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn permq(idx: __m512i, v: __m512i) -> __m512i {
+    let r: __m512i;
+    // SAFETY: a register-only instruction of AVX-512 F, which this function enables.
+    unsafe {
+        std::arch::asm!(
+            "vpermq {r}, {i}, {v}",
+            r = lateout(zmm_reg) r,
+            i = in(zmm_reg) idx,
+            v = in(zmm_reg) v,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// The sign bits of 32 words (`vpmovw2m`, port 0): LLVM turns
+/// `_mm512_movepi16_mask` of a shifted vector back into `vptestnmw` (port 5).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn sign_mask(v: __m512i) -> __mmask32 {
+    let k: __mmask32;
+    // SAFETY: a register-only instruction of AVX-512 BW, which this function enables.
+    unsafe {
+        std::arch::asm!(
+            "vpmovw2m {k}, {v}",
+            k = lateout(kreg) k,
+            v = in(zmm_reg) v,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    k
 }
 
 /// [`GammaCurve`] in six registers.
@@ -206,8 +246,8 @@ impl Colours {
     fn of(&self, level: __m512i) -> (__m512i, __m512i) {
         // Bits 6 and 7 moved to the sign bit: `vpmovw2m` runs on port 0, `vptestmw`
         // on port 5 with the permutes.
-        let b6 = _mm512_movepi16_mask(_mm512_slli_epi16::<9>(level));
-        let b7 = _mm512_movepi16_mask(_mm512_slli_epi16::<8>(level));
+        let b6 = sign_mask(_mm512_slli_epi16::<9>(level));
+        let b7 = sign_mask(_mm512_slli_epi16::<8>(level));
         (
             Self::lookup(&self.y, level, b6, b7),
             Self::lookup(&self.c, level, b6, b7),
