@@ -358,10 +358,9 @@ fn mono16_luma_row_scalar(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; 
     }
 }
 
-/// One Mono16 row pair through a 256-colour map: the 8-bit level (`round(index / 16)`
-/// at gamma 1, else from `curve`), then the level's colour from `colours`. `packed`
-/// holds the same colours over the 12-bit index, for CPUs without AVX-512 and the
-/// rows' tails.
+/// One Mono16 row pair through a 256-colour map at gamma 1: the 8-bit level
+/// `round(index / 16)`, then the level's colour from `colours`. `packed` holds the same
+/// colours over the 12-bit index, for CPUs without AVX-512 and the rows' tails.
 pub(crate) fn mono16_colour_level_pair(
     lin: Linear16,
     src0: &[u8],
@@ -369,15 +368,14 @@ pub(crate) fn mono16_colour_level_pair(
     out: RowPair<'_>,
     packed: &[u32; TABLE_LEN],
     colours: &ColourTable,
-    curve: Option<&GammaCurve>,
 ) {
     #[allow(unused_mut)]
     let mut out = out;
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours, curve);
+    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours);
     #[cfg(not(target_arch = "x86_64"))]
     let done = {
-        let _ = (colours, curve);
+        let _ = colours;
         0
     };
     let RowPair { y0, y1, u, v } = out;
@@ -1816,7 +1814,7 @@ mod tests {
                         let scalar = as_pair(&mut want);
                         mono16_colour_pair_impl::<false>(lin, s0, s1, scalar, &packed, 0);
                         let pair = as_pair(&mut got);
-                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours, None);
+                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours);
                         assert_eq!(got, want, "{min}..{max}, {n} px");
                     }
                 }
@@ -1863,13 +1861,11 @@ mod tests {
         if !avx512_available() {
             return;
         }
-        let viridis = ColourTable::new(&crate::viridis::VIRIDIS);
         for gamma in [0.1, 0.45, 0.5, 2.2, 10.0] {
             let curve = GammaCurve::new(exact_gamma(gamma));
             let levels: [u8; TABLE_LEN] =
                 std::array::from_fn(|i| curve.level((i as u16).min(INDEX_MAX)));
             let inverted = levels.map(|l| 255 - l);
-            let colour = levels.map(|l| viridis.packed(l));
             let mut grey = levels.map(|l| pack(l, 256, 256));
             grey[usize::from(SATURATED)] = saturated_entry();
             for (w, &(min, max)) in EDGE_WINDOWS.iter().enumerate() {
@@ -1889,27 +1885,6 @@ mod tests {
                                 mono16_luma_row(lin, s0, &mut got, lut, &curve, invert);
                                 assert_eq!(got, want, "luma, invert {invert}, {what}");
                             }
-                            let mut want = pair_buffers(seed, n);
-                            let mut got = want.clone();
-                            mono16_colour_pair_impl::<false>(
-                                lin,
-                                s0,
-                                s1,
-                                as_pair(&mut want),
-                                &colour,
-                                0,
-                            );
-                            let pair = as_pair(&mut got);
-                            mono16_colour_level_pair(
-                                lin,
-                                s0,
-                                s1,
-                                pair,
-                                &colour,
-                                &viridis,
-                                Some(&curve),
-                            );
-                            assert_eq!(got, want, "viridis, {what}");
                             let mut want = pair_buffers(seed, n);
                             let mut got = want.clone();
                             let scalar = as_pair(&mut want);

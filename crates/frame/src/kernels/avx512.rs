@@ -1,5 +1,7 @@
 //! AVX-512 (F + BW) kernels for the Mono16 maps that need more than the linear window:
-//! colour maps, and gamma for the grey, inverted and saturation maps.
+//! colour maps at gamma 1, and gamma for the grey, inverted and saturation maps (a
+//! colour map with gamma stays on the AVX2 table path, see
+//! [`mono16_colour_level_pair`]).
 //!
 //! The AVX2 code looks each pixel up in a 4096-entry table with a scalar load (gathers
 //! are microcoded on the development host), about a cycle per pixel. Here nothing is
@@ -257,7 +259,10 @@ impl Colours {
 
 /// Runs [`colour_pair`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
 /// returns how many leading pixels of the row pair it mapped (a multiple of 32).
-/// `curve` is the gamma curve, `None` at gamma 1.
+///
+/// Gamma 1 only: with a gamma curve as well, the window, curve and colour tables need
+/// more than the 32 vector registers and eleven word permutes per 32 pixels, and the
+/// AVX2 table lookups were as fast or faster (3.0-3.5 ms either way at 2048x2048).
 #[inline]
 pub(super) fn mono16_colour_level_pair(
     lin: Linear16,
@@ -265,24 +270,12 @@ pub(super) fn mono16_colour_level_pair(
     src1: &[u8],
     out: &mut RowPair<'_>,
     colours: &ColourTable,
-    curve: Option<&GammaCurve>,
 ) -> usize {
     if !available() || matches!(lin, Linear16::Wide(_)) {
         return 0;
     }
     // SAFETY: AVX-512 F and BW are available (checked just above).
-    unsafe {
-        match curve {
-            Some(c) => colour_pair::<true>(lin, src0, src1, out, colours, c),
-            None => {
-                // Unused at gamma 1 (the level is computed directly), but `colour_pair`
-                // takes a curve either way.
-                static LINEAR: OnceLock<GammaCurve> = OnceLock::new();
-                let linear = LINEAR.get_or_init(|| GammaCurve::new(|i| ((i + 8) >> 4) as u8));
-                colour_pair::<false>(lin, src0, src1, out, colours, linear)
-            }
-        }
-    }
+    unsafe { colour_pair(lin, src0, src1, out, colours) }
 }
 
 /// Runs [`luma_row`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
@@ -415,29 +408,19 @@ fn saturation_pair(
     body
 }
 
-/// Colour-mapped I420 of a Mono16 row pair: level (linear, or through `curve` with
-/// `GAMMA`), then luma and block chroma.
+/// Colour-mapped I420 of a Mono16 row pair (gamma 1): level, then luma and block chroma.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn colour_pair<const GAMMA: bool>(
+fn colour_pair(
     lin: Linear16,
     src0: &[u8],
     src1: &[u8],
     out: &mut RowPair<'_>,
     colours: &ColourTable,
-    curve: &GammaCurve,
 ) -> usize {
     let Some(w) = Window::new(lin) else {
         return 0;
     };
     let colours = Colours::new(colours);
-    let curve = Curve::new(curve);
-    let level = |raw| {
-        if GAMMA {
-            curve.level(w.index(raw))
-        } else {
-            w.level(raw)
-        }
-    };
     let body = pair_body(src0, src1, out);
     let RowPair { y0, y1, u, v } = out;
     let low = _mm512_set1_epi16(0xff);
@@ -449,8 +432,8 @@ fn colour_pair<const GAMMA: bool>(
         unsafe {
             let r0 = _mm512_loadu_si512(src0.as_ptr().add(2 * x).cast());
             let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
-            let (l0, c0) = colours.of(level(r0));
-            let (l1, c1) = colours.of(level(r1));
+            let (l0, c0) = colours.of(w.level(r0));
+            let (l1, c1) = colours.of(w.level(r1));
             store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), l0, l1);
             // Column sums of Cb and Cr, then the two columns of each block (vpmaddwd
             // adds neighbouring words into 32-bit lanes), rounded: (sum + 2) / 4.
