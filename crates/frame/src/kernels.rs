@@ -378,18 +378,11 @@ pub(crate) fn mono16_colour_level_pair(
         let _ = colours;
         0
     };
-    let RowPair { y0, y1, u, v } = out;
-    let tail = RowPair {
-        y0: &mut y0[done..],
-        y1: &mut y1[done..],
-        u: &mut u[done / 2..],
-        v: &mut v[done / 2..],
-    };
     mono16_colour_pair(
         lin,
         &src0[2 * done..],
         &src1[2 * done..],
-        tail,
+        out.skip(done),
         packed,
         None,
     );
@@ -408,6 +401,19 @@ pub(crate) struct RowPair<'a> {
     pub y1: &'a mut [u8],
     pub u: &'a mut [u8],
     pub v: &'a mut [u8],
+}
+
+impl<'a> RowPair<'a> {
+    /// The rest of the row pair after its first `done` pixels (`done` even).
+    pub fn skip(self, done: usize) -> RowPair<'a> {
+        let RowPair { y0, y1, u, v } = self;
+        RowPair {
+            y0: &mut y0[done..],
+            y1: &mut y1[done..],
+            u: &mut u[done / 2..],
+            v: &mut v[done / 2..],
+        }
+    }
 }
 
 /// Splits plane rows `2 * cy` and `2 * cy + 1` (and chroma row `cy`) out of `out`.
@@ -521,18 +527,11 @@ pub(crate) fn mono16_saturation_gamma_pair(
         let _ = curve;
         0
     };
-    let RowPair { y0, y1, u, v } = out;
-    let tail = RowPair {
-        y0: &mut y0[done..],
-        y1: &mut y1[done..],
-        u: &mut u[done / 2..],
-        v: &mut v[done / 2..],
-    };
     mono16_colour_pair(
         lin,
         &src0[2 * done..],
         &src1[2 * done..],
-        tail,
+        out.skip(done),
         packed,
         Some(sat_at),
     );
