@@ -175,8 +175,8 @@ impl Curve {
     #[target_feature(enable = "avx512f,avx512bw")]
     fn new(c: &GammaCurve) -> Self {
         Curve {
-            head: std::array::from_fn(|j| load_words(&c.head[32 * j..32 * j + 32])),
-            knots: std::array::from_fn(|j| load_words(&c.knots[32 * j..32 * j + 32])),
+            head: registers(&c.head),
+            knots: registers(&c.knots),
         }
     }
 
@@ -213,6 +213,13 @@ fn load_words(words: &[u16]) -> __m512i {
     unsafe { _mm512_loadu_si512(words.as_ptr().cast()) }
 }
 
+/// A word table of `32 * N` entries in `N` registers, for the permutes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn registers<const N: usize>(table: &[u16]) -> [__m512i; N] {
+    std::array::from_fn(|j| load_words(&table[32 * j..32 * j + 32]))
+}
+
 /// [`ColourTable`] in registers.
 struct Colours {
     y: [__m512i; 8],
@@ -224,8 +231,8 @@ impl Colours {
     #[target_feature(enable = "avx512f,avx512bw")]
     fn new(t: &ColourTable) -> Self {
         Colours {
-            y: std::array::from_fn(|j| load_words(&t.y[32 * j..32 * j + 32])),
-            c: std::array::from_fn(|j| load_words(&t.cbcr[32 * j..32 * j + 32])),
+            y: registers(&t.y),
+            c: registers(&t.cbcr),
         }
     }
 
