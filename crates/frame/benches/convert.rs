@@ -94,6 +94,11 @@ fn bench_display(c: &mut Criterion) {
             full,
         ),
         (
+            "viridis_gamma",
+            settings(manual, 0.5, Colormap::Viridis),
+            full,
+        ),
+        (
             "viridis_gamma_auto",
             settings(WindowMode::auto(), 0.5, Colormap::Viridis),
             full,

@@ -712,17 +712,14 @@ impl Painter {
                         });
                         neutral(u, v);
                     }
-                    (Colormap::Viridis, true) => {
+                    (Colormap::Viridis, linear) => {
                         let t = self.tables(shade);
                         let colours = viridis_colours();
+                        let gamma = (!linear).then_some(&t.curve);
                         each_pair(view, y, u, v, |s0, s1, o| {
-                            kernels::mono16_colour_level_pair(lin, s0, s1, o, &t.packed, colours)
-                        });
-                    }
-                    (Colormap::Viridis, false) => {
-                        let t = self.tables(shade);
-                        each_pair(view, y, u, v, |s0, s1, o| {
-                            kernels::mono16_colour_pair(lin, s0, s1, o, &t.packed, None)
+                            kernels::mono16_colour_level_pair(
+                                lin, s0, s1, o, &t.packed, colours, gamma,
+                            )
                         });
                     }
                     (Colormap::Saturation, false) => {

@@ -85,33 +85,95 @@ pub(crate) fn ycbcr8(rgb: [u8; 3]) -> (u8, u8, u8) {
     (q(y), q(cb), q(cr))
 }
 
-/// A 256-entry colour map as two word tables indexed by the 8-bit display level: luma,
-/// and `Cb | Cr << 8`. The packed 12-bit tables of a colour map hold the same colours
-/// (`pack(y, 2 * cb, 2 * cr)`), so both paths give the same pictures.
+/// Levels per linear segment of a [`ColourTable`] channel.
+const COLOUR_SEGMENT: usize = 8;
+
+/// A 256-entry colour map by 8-bit display level, in a form SIMD code evaluates from
+/// three registers: its luma, Cb and Cr are each linear over 32 segments of eight
+/// levels. Segment `s` of a channel is one word, `base - 128` in the low byte and the
+/// rise over the segment in the high byte (both signed), and level `8 s + f` is
+/// `base + (rise * f + 4) >> 3` (`vpmaddubsw` of `[8, f]` with the word, see
+/// [`ColourTable::at`]).
+///
+/// Each segment is fitted to the exact full-range BT.601 colours (least maximum error,
+/// then least total error); for viridis every channel is within one level of exact
+/// (tested). The packed 12-bit tables hold the same colours (`pack(y, 2 cb, 2 cr)`), so
+/// every path gives the same pictures.
 pub(crate) struct ColourTable {
-    pub y: [u16; 256],
-    pub cbcr: [u16; 256],
+    pub y: [u16; 32],
+    pub cb: [u16; 32],
+    pub cr: [u16; 32],
 }
 
 impl ColourTable {
     pub fn new(colours: &[[u8; 3]; 256]) -> Self {
-        let mut t = ColourTable {
-            y: [0; 256],
-            cbcr: [0; 256],
-        };
-        for (l, rgb) in colours.iter().enumerate() {
-            let (y, cb, cr) = ycbcr8(*rgb);
-            t.y[l] = u16::from(y);
-            t.cbcr[l] = u16::from(cb) | (u16::from(cr) << 8);
+        let exact = colours.map(ycbcr8);
+        ColourTable {
+            y: fit_segments(&exact.map(|c| c.0)),
+            cb: fit_segments(&exact.map(|c| c.1)),
+            cr: fit_segments(&exact.map(|c| c.2)),
         }
-        t
+    }
+
+    /// Level `l` of the channel whose segments are `words`.
+    #[inline]
+    pub fn at(words: &[u16; 32], l: u8) -> u8 {
+        let w = words[usize::from(l) / COLOUR_SEGMENT];
+        let (base, rise) = (i32::from(w as u8 as i8), i32::from((w >> 8) as u8 as i8));
+        let f = i32::from(l) % COLOUR_SEGMENT as i32;
+        ((8 * base + f * rise + 1028) >> 3) as u8
+    }
+
+    /// Luma, Cb and Cr of level `l`.
+    pub fn ycbcr(&self, l: u8) -> (u8, u8, u8) {
+        (
+            Self::at(&self.y, l),
+            Self::at(&self.cb, l),
+            Self::at(&self.cr, l),
+        )
     }
 
     /// The packed-table entry of level `l`.
     pub fn packed(&self, l: u8) -> u32 {
-        let (y, c) = (self.y[usize::from(l)], self.cbcr[usize::from(l)]);
-        pack(y as u8, 2 * u32::from(c & 0xff), 2 * u32::from(c >> 8))
+        let (y, cb, cr) = self.ycbcr(l);
+        pack(y, 2 * u32::from(cb), 2 * u32::from(cr))
     }
+}
+
+/// The segment words of [`ColourTable`] closest to `exact`: per segment, the base
+/// (within 3 of the first level) and rise with the least maximum, then least total,
+/// error, among those that keep every level in `0..=255` and, where `exact` never
+/// decreases (viridis' luma), keep the channel non-decreasing.
+fn fit_segments(exact: &[u8; 256]) -> [u16; 32] {
+    let monotonic = exact.windows(2).all(|p| p[0] <= p[1]);
+    let mut last = 0;
+    std::array::from_fn(|s| {
+        let want = &exact[s * COLOUR_SEGMENT..(s + 1) * COLOUR_SEGMENT];
+        let first = i32::from(want[0]);
+        let mut best = (u32::MAX, u32::MAX, 0u16, 0);
+        for base in (first - 3).max(0)..=(first + 3).min(255) {
+            let rises = if monotonic { 0..=127 } else { -128..=127i32 };
+            for rise in rises {
+                let level = |f: usize| (8 * (base - 128) + f as i32 * rise + 1028) >> 3;
+                let end = level(COLOUR_SEGMENT - 1);
+                if !(0..=255).contains(&end) || (monotonic && base < last) {
+                    continue;
+                }
+                let (mut worst, mut total) = (0, 0);
+                for (f, &w) in want.iter().enumerate() {
+                    let e = level(f).abs_diff(i32::from(w));
+                    worst = worst.max(e);
+                    total += e;
+                }
+                if (worst, total) < (best.0, best.1) {
+                    let word = ((base - 128) as u8 as u16) | (u16::from(rise as i8 as u8) << 8);
+                    best = (worst, total, word, end);
+                }
+            }
+        }
+        last = best.3;
+        best.2
+    })
 }
 
 /// Indices below this take their gamma level from [`GammaCurve::head`].
@@ -359,9 +421,10 @@ fn mono16_luma_row_scalar(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; 
     }
 }
 
-/// One Mono16 row pair through a 256-colour map at gamma 1: the 8-bit level
-/// `round(index / 16)`, then the level's colour from `colours`. `packed` holds the same
-/// colours over the 12-bit index, for CPUs without AVX-512 and the rows' tails.
+/// One Mono16 row pair through a 256-colour map: the 8-bit level (`round(index / 16)`
+/// at gamma 1, else `gamma`'s level of the index), then the level's colour from
+/// `colours`. `packed` holds the same colours over the 12-bit index, for CPUs without
+/// AVX-512 and the rows' tails.
 pub(crate) fn mono16_colour_level_pair(
     lin: Linear16,
     src0: &[u8],
@@ -369,14 +432,15 @@ pub(crate) fn mono16_colour_level_pair(
     out: RowPair<'_>,
     packed: &[u32; TABLE_LEN],
     colours: &ColourTable,
+    gamma: Option<&GammaCurve>,
 ) {
     #[allow(unused_mut)]
     let mut out = out;
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours);
+    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours, gamma);
     #[cfg(not(target_arch = "x86_64"))]
     let done = {
-        let _ = colours;
+        let _ = (colours, gamma);
         0
     };
     mono16_colour_pair(
@@ -1788,19 +1852,45 @@ mod tests {
     }
 
     #[test]
+    fn colour_table_is_within_one_level_of_exact_viridis() {
+        let t = ColourTable::new(&crate::viridis::VIRIDIS);
+        for (l, &rgb) in crate::viridis::VIRIDIS.iter().enumerate() {
+            let (want, got) = (ycbcr8(rgb), t.ycbcr(l as u8));
+            for (w, g) in [(want.0, got.0), (want.1, got.1), (want.2, got.2)] {
+                assert!(w.abs_diff(g) <= 1, "level {l}: {got:?} vs exact {want:?}");
+            }
+        }
+        // The ends are exact, and a grey ramp is reproduced exactly.
+        assert_eq!(t.ycbcr(0), ycbcr8(crate::viridis::VIRIDIS[0]));
+        assert_eq!(t.ycbcr(255), ycbcr8(crate::viridis::VIRIDIS[255]));
+        let grey = ColourTable::new(&std::array::from_fn(|l| [l as u8; 3]));
+        for l in 0..=255u8 {
+            assert_eq!(grey.ycbcr(l), (l, 128, 128), "grey level {l}");
+        }
+    }
+
+    #[test]
     fn avx512_colour_level_pairs_equal_scalar() {
         if !avx512_available() {
             return;
         }
         let colours = ColourTable::new(&crate::viridis::VIRIDIS);
-        // The display tables' gamma-1 levels, and random colours to catch lane mix-ups.
-        let levels: [u8; TABLE_LEN] = std::array::from_fn(|i| ((i.min(4080) + 8) >> 4) as u8);
+        // Random colours to catch lane mix-ups.
         let rgb = noise(5, 3 * 256);
         let random = ColourTable::new(&std::array::from_fn(|l| {
             [rgb[3 * l], rgb[3 * l + 1], rgb[3 * l + 2]]
         }));
-        for colours in [&colours, &random] {
-            let packed = levels.map(|l| colours.packed(l));
+        let linear = GammaCurve::new(|i| ((i + 8) >> 4) as u8);
+        let curves = [0.1, 0.5, 2.2, 10.0].map(|g| GammaCurve::new(exact_gamma(g)));
+        // Gamma 1 (the display tables' levels are the linear curve's), then gammas.
+        let gammas = [None].into_iter().chain(curves.iter().map(Some));
+        for (colours, gamma) in [&colours, &random]
+            .into_iter()
+            .flat_map(|c| gammas.clone().map(move |g| (c, g)))
+        {
+            let curve = gamma.unwrap_or(&linear);
+            let packed: [u32; TABLE_LEN] =
+                std::array::from_fn(|i| colours.packed(curve.level((i as u16).min(INDEX_MAX))));
             for (w, &(min, max)) in EDGE_WINDOWS.iter().enumerate() {
                 let lin = Linear16::new(DisplayWindow::new(min, max).unwrap());
                 for (l, &n) in LENGTHS.iter().enumerate() {
@@ -1814,8 +1904,9 @@ mod tests {
                         let scalar = as_pair(&mut want);
                         mono16_colour_pair_impl::<false>(lin, s0, s1, scalar, &packed, 0);
                         let pair = as_pair(&mut got);
-                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours);
-                        assert_eq!(got, want, "{min}..{max}, {n} px");
+                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours, gamma);
+                        let g = gamma.map(|c| c.level(INDEX_MAX / 2));
+                        assert_eq!(got, want, "{min}..{max}, {n} px, mid level {g:?}");
                     }
                 }
             }

@@ -124,7 +124,7 @@ unsafe fn store_rows(a: *mut u8, b: *mut u8, wa: __m512i, wb: __m512i) {
     }
 }
 
-// Two instructions in `asm!`: LLVM rewrites their intrinsics into sequences that are
+// An instruction in `asm!`: LLVM rewrites its intrinsic into sequences that are
 // equivalent but load the shuffle port (port 5), the bottleneck of these loops.
 
 /// `vpermq` of `v` by `idx`: LLVM splits `_mm512_permutexvar_epi64` feeding two 256-bit
@@ -144,24 +144,6 @@ fn permq(idx: __m512i, v: __m512i) -> __m512i {
         );
     }
     r
-}
-
-/// The sign bits of 32 words (`vpmovw2m`, port 0): LLVM turns
-/// `_mm512_movepi16_mask` of a shifted vector back into `vptestnmw` (port 5).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn sign_mask(v: __m512i) -> __mmask32 {
-    let k: __mmask32;
-    // SAFETY: a register-only instruction of AVX-512 BW, which this function enables.
-    unsafe {
-        std::arch::asm!(
-            "vpmovw2m {k}, {v}",
-            k = lateout(kreg) k,
-            v = in(zmm_reg) v,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    k
 }
 
 /// [`GammaCurve`] in six registers.
@@ -220,10 +202,11 @@ fn registers<const N: usize>(table: &[u16]) -> [__m512i; N] {
     std::array::from_fn(|j| load_words(&table[32 * j..32 * j + 32]))
 }
 
-/// [`ColourTable`] in registers.
+/// [`ColourTable`] in registers: one word per segment and channel.
 struct Colours {
-    y: [__m512i; 8],
-    c: [__m512i; 8],
+    y: __m512i,
+    cb: __m512i,
+    cr: __m512i,
 }
 
 impl Colours {
@@ -231,45 +214,37 @@ impl Colours {
     #[target_feature(enable = "avx512f,avx512bw")]
     fn new(t: &ColourTable) -> Self {
         Colours {
-            y: registers(&t.y),
-            c: registers(&t.cbcr),
+            y: load_words(&t.y),
+            cb: load_words(&t.cb),
+            cr: load_words(&t.cr),
         }
     }
 
-    /// Entry `level` of a 256-word table held in eight registers.
+    /// Luma, Cb and Cr words of 32 levels, as [`ColourTable::at`]: per channel one
+    /// `vpermw` picks the segment's word and one `vpmaddubsw` of `[8, f]` with it gives
+    /// `8 (base - 128) + f rise`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn lookup(table: &[__m512i; 8], level: __m512i, b6: __mmask32, b7: __mmask32) -> __m512i {
-        let a = _mm512_permutex2var_epi16(table[0], level, table[1]);
-        let b = _mm512_permutex2var_epi16(table[2], level, table[3]);
-        let c = _mm512_permutex2var_epi16(table[4], level, table[5]);
-        let d = _mm512_permutex2var_epi16(table[6], level, table[7]);
-        let lo = _mm512_mask_blend_epi16(b6, a, b);
-        let hi = _mm512_mask_blend_epi16(b6, c, d);
-        _mm512_mask_blend_epi16(b7, lo, hi)
-    }
-
-    /// Luma (low bytes) and `Cb | Cr << 8` words of 32 levels.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn of(&self, level: __m512i) -> (__m512i, __m512i) {
-        // Bits 6 and 7 moved to the sign bit: `vpmovw2m` runs on port 0, `vptestmw`
-        // on port 5 with the permutes.
-        let b6 = sign_mask(_mm512_slli_epi16::<9>(level));
-        let b7 = sign_mask(_mm512_slli_epi16::<8>(level));
-        (
-            Self::lookup(&self.y, level, b6, b7),
-            Self::lookup(&self.c, level, b6, b7),
-        )
+    fn of(&self, level: __m512i) -> (__m512i, __m512i, __m512i) {
+        let s = _mm512_srli_epi16::<3>(level);
+        // 8 in the low byte, f = level % 8 in the high byte: (level << 8) & 0x700 | 8.
+        let f8 = _mm512_ternarylogic_epi32::<0xea>(
+            _mm512_slli_epi16::<8>(level),
+            _mm512_set1_epi16(0x700),
+            _mm512_set1_epi16(8),
+        );
+        let round = _mm512_set1_epi16(1028);
+        let channel = |words: __m512i| {
+            let m = _mm512_maddubs_epi16(f8, _mm512_permutexvar_epi16(s, words));
+            _mm512_srli_epi16::<3>(_mm512_add_epi16(m, round))
+        };
+        (channel(self.y), channel(self.cb), channel(self.cr))
     }
 }
 
 /// Runs [`colour_pair`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
 /// returns how many leading pixels of the row pair it mapped (a multiple of 32).
-///
-/// Gamma 1 only: with a gamma curve as well, the window, curve and colour tables need
-/// more than the 32 vector registers and eleven word permutes per 32 pixels, and the
-/// AVX2 table lookups were as fast or faster (3.0-3.5 ms either way at 2048x2048).
+/// `gamma` is the curve from window index to level, `None` at gamma 1.
 #[inline]
 pub(super) fn mono16_colour_level_pair(
     lin: Linear16,
@@ -277,12 +252,18 @@ pub(super) fn mono16_colour_level_pair(
     src1: &[u8],
     out: &mut RowPair<'_>,
     colours: &ColourTable,
+    gamma: Option<&GammaCurve>,
 ) -> usize {
     if !available() || matches!(lin, Linear16::Wide(_)) {
         return 0;
     }
     // SAFETY: AVX-512 F and BW are available (checked just above).
-    unsafe { colour_pair(lin, src0, src1, out, colours) }
+    unsafe {
+        match gamma {
+            None => colour_pair::<false>(lin, src0, src1, out, colours, None),
+            Some(c) => colour_pair::<true>(lin, src0, src1, out, colours, Some(c)),
+        }
+    }
 }
 
 /// Runs [`luma_row`] if the CPU has AVX-512 and the window is [`Linear16::Fast`];
@@ -415,41 +396,47 @@ fn saturation_pair(
     body
 }
 
-/// Colour-mapped I420 of a Mono16 row pair (gamma 1): level, then luma and block chroma.
+/// Colour-mapped I420 of a Mono16 row pair: level (through the gamma curve if
+/// `GAMMA`), then luma and block chroma.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn colour_pair(
+fn colour_pair<const GAMMA: bool>(
     lin: Linear16,
     src0: &[u8],
     src1: &[u8],
     out: &mut RowPair<'_>,
     colours: &ColourTable,
+    gamma: Option<&GammaCurve>,
 ) -> usize {
     let Some(w) = Window::new(lin) else {
         return 0;
     };
+    let curve = gamma.map(|c| Curve::new(c));
+    let level = |raw: __m512i| match (GAMMA, &curve) {
+        (true, Some(c)) => c.level(w.index(raw)),
+        _ => w.level(raw),
+    };
     let colours = Colours::new(colours);
     let body = pair_body(src0, src1, out);
     let RowPair { y0, y1, u, v } = out;
-    let low = _mm512_set1_epi16(0xff);
     let ones = _mm512_set1_epi16(1);
     let two = _mm512_set1_epi32(2);
+    // (sum of a block's four values + 2) / 4: the two rows' words add, `vpmaddwd` adds
+    // neighbouring words into 32-bit lanes.
+    let block = |a: __m512i, b: __m512i| {
+        let sum = _mm512_madd_epi16(_mm512_add_epi16(a, b), ones);
+        _mm512_cvtepi32_epi8(_mm512_srli_epi32::<2>(_mm512_add_epi32(sum, two)))
+    };
     for x in (0..body).step_by(STEP) {
         // SAFETY: x + 32 <= body, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
         // u/v[x/2..x/2 + 16] are in bounds.
         unsafe {
             let r0 = _mm512_loadu_si512(src0.as_ptr().add(2 * x).cast());
             let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
-            let (l0, c0) = colours.of(w.level(r0));
-            let (l1, c1) = colours.of(w.level(r1));
+            let (l0, cb0, cr0) = colours.of(level(r0));
+            let (l1, cb1, cr1) = colours.of(level(r1));
             store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), l0, l1);
-            // Column sums of Cb and Cr, then the two columns of each block (vpmaddwd
-            // adds neighbouring words into 32-bit lanes), rounded: (sum + 2) / 4.
-            let cb = _mm512_add_epi16(_mm512_and_si512(c0, low), _mm512_and_si512(c1, low));
-            let cr = _mm512_add_epi16(_mm512_srli_epi16::<8>(c0), _mm512_srli_epi16::<8>(c1));
-            let cb = _mm512_srli_epi32::<2>(_mm512_add_epi32(_mm512_madd_epi16(cb, ones), two));
-            let cr = _mm512_srli_epi32::<2>(_mm512_add_epi32(_mm512_madd_epi16(cr, ones), two));
-            _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), _mm512_cvtepi32_epi8(cb));
-            _mm_storeu_si128(v.as_mut_ptr().add(x / 2).cast(), _mm512_cvtepi32_epi8(cr));
+            _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), block(cb0, cb1));
+            _mm_storeu_si128(v.as_mut_ptr().add(x / 2).cast(), block(cr0, cr1));
         }
     }
     body
