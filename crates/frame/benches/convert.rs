@@ -2,14 +2,15 @@
 //! bounds the frame rate a single core can sustain (target: 2048x2048 in ~1-2 ms).
 //!
 //! Group "display" covers the display mapping settings on 2048x2048 12-bit data:
-//! `cargo bench -p lumacast-frame --bench convert -- display`.
+//! `cargo bench -p lumacast-frame --bench convert -- display`. Group "histogram" times
+//! the auto window's sampling alone.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lumacast_frame::{
-    Colormap, Converter, DisplayMapper, DisplaySettings, Frame, Geometry, I420Frame, PixelFormat,
-    Roi, WindowMode,
+    histogram, Colormap, Converter, DisplayMapper, DisplaySettings, Frame, Geometry, I420Frame,
+    PixelFormat, Roi, WindowMode,
 };
 
 fn mono16_frame(width: u32, height: u32) -> Frame {
@@ -140,5 +141,17 @@ fn bench_display(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_mono16, bench_display);
+/// The auto window's histogram alone: 65536 samples (every 8th pixel of every 8th row)
+/// of 2048x2048 12-bit data into 4096 bins, as `WindowMode::Auto` takes it per frame.
+fn bench_histogram(c: &mut Criterion) {
+    let frame = mono16_frame(2048, 2048);
+    let mut group = c.benchmark_group("histogram");
+    group.throughput(Throughput::Elements(65_536));
+    group.bench_function("2048x2048/auto_samples", |b| {
+        b.iter(|| histogram(black_box(&frame), 4096, 8))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_mono16, bench_display, bench_histogram);
 criterion_main!(benches);
