@@ -11,7 +11,7 @@
 //! entries (4 KiB / 16 KiB, L1-resident); a 65536-entry table would live in L2 and
 //! cost ~3x more per pixel. On CPUs with AVX2 the Mono16 kernels run in the `avx2`
 //! module instead (same results byte for byte; the scalar loops are the fallback and
-//! the reference), and with AVX-512 the colour maps at gamma 1 and gamma itself
+//! the reference), and with AVX-512 the colour maps ([`ColourTable`]) and gamma
 //! ([`GammaCurve`]) are computed from registers without lookups (module `avx512`).
 
 use crate::convert::DisplayWindow;

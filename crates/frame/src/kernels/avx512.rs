@@ -1,15 +1,15 @@
 //! AVX-512 (F + BW) kernels for the Mono16 maps that need more than the linear window:
-//! colour maps at gamma 1, and gamma for the grey, inverted and saturation maps (a
-//! colour map with gamma stays on the AVX2 table path, see
-//! [`mono16_colour_level_pair`]).
+//! colour maps (with or without gamma), and gamma for the grey, inverted and saturation
+//! maps.
 //!
 //! The AVX2 code looks each pixel up in a 4096-entry table with a scalar load (gathers
 //! are microcoded on the development host), about a cycle per pixel. Here nothing is
 //! looked up in memory:
 //!
-//! - a colour map's luma and `Cb | Cr << 8` of the 8-bit level come from two 256-word
-//!   tables held in sixteen registers: four `vpermi2w` and three blends per table and
-//!   32 pixels;
+//! - a colour map is [`ColourTable`] in three registers, 32 linear segments per channel:
+//!   per channel and 32 pixels one `vpermw` picks the segments and one `vpmaddubsw`
+//!   interpolates (it replaced two 256-word tables in sixteen registers, four
+//!   `vpermi2w` and three blends per table, ~25% slower);
 //! - gamma is [`GammaCurve`] in six registers: the exact head and the 128 knots are
 //!   word permutes, then one multiply interpolates between knots.
 //!
