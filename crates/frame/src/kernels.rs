@@ -177,44 +177,70 @@ fn fit_segments(exact: &[u8; 256]) -> [u16; 32] {
 }
 
 /// Indices below this take their gamma level from [`GammaCurve::head`].
-const GAMMA_HEAD: u16 = 48;
-/// Index of the first knot of [`GammaCurve::knots`]; knots are 32 indices (two output
-/// levels) apart, so that the last one falls on [`INDEX_MAX`].
-const GAMMA_KNOT0: u16 = 16;
+const GAMMA_HEAD: u16 = 64;
+/// Index where segment 0 of [`GammaCurve::knots`] starts; segments are 64 indices long,
+/// so that the last one starts on [`INDEX_MAX`].
+const GAMMA_KNOT0: u16 = 48;
+/// Indices per segment of [`GammaCurve::knots`] (a power of two).
+const GAMMA_SEGMENT: u16 = 64;
 
 /// The display level (0..=255) of each 12-bit window index for one gamma, in a form
 /// that SIMD code can evaluate from registers instead of a per-pixel table lookup:
 ///
-/// - indices below 48 take the exact level from `head` (where `t^gamma` bends most);
-/// - above, the level is interpolated linearly between 128 knots at indices
-///   `16 + 32 s`, each holding its exact level and the rise to the next knot:
-///   `level = b + (d * f + 16) >> 5` with `f` the offset from the knot.
+/// - indices below 64 take the exact level from `head` (where `t^gamma` bends most);
+/// - above, the level is linear over 64 segments of 64 indices starting at
+///   `48 + 64 s`, each one word, start `b` in the low byte and rise `d` in the high
+///   byte: `level = b + (d * f + 32) >> 6` with `f` the offset into the segment.
 ///
-/// Exact levels are `round(255 * (i / 4080)^gamma)`; the curve stays within one level
-/// of them, is monotonic, and keeps 0 and 255 at the ends for every accepted gamma
-/// (tested over 0.1..=10), and it reproduces the linear map exactly. The 4096-entry
-/// tables are built from [`GammaCurve::level`], so the table and SIMD paths agree byte
-/// for byte.
+/// Exact levels are `round(255 * (i / 4080)^gamma)`. Each segment is fitted to them
+/// (start within 2 of exact, rise within 3 of the exact rise; least maximum, then
+/// least total, error; never below the previous segment's end), so the curve stays
+/// within one level of exact, is monotonic and keeps 0 and 255 at the ends for every
+/// accepted gamma (tested over 0.1..=10), and it reproduces the linear map exactly. The
+/// 4096-entry tables are built from [`GammaCurve::level`], so the table and SIMD paths
+/// agree byte for byte.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GammaCurve {
-    /// Exact levels of indices `0..48` (the rest of the 64 slots repeat the last).
+    /// Exact levels of indices `0..64`.
     pub head: [u16; 64],
-    /// Knot `s`: the exact level at index `16 + 32 s` in the low byte, the rise to the
-    /// next knot in the high byte.
-    pub knots: [u16; 128],
+    /// Segment `s`: start level in the low byte, rise over 64 indices in the high byte.
+    pub knots: [u16; 64],
 }
 
 impl GammaCurve {
-    /// The curve through `exact`, which must be non-decreasing over `0..=INDEX_MAX`.
+    /// The curve closest to `exact`, which must be non-decreasing over `0..=INDEX_MAX`.
     pub fn new(exact: impl Fn(u16) -> u8) -> Self {
-        let at = |i: u16| exact(i.min(INDEX_MAX));
+        let at = |i: u16| i32::from(exact(i.min(INDEX_MAX)));
+        let mut last = at(GAMMA_HEAD - 1);
         GammaCurve {
-            head: std::array::from_fn(|i| u16::from(at((i as u16).min(GAMMA_HEAD - 1)))),
+            head: std::array::from_fn(|i| at(i as u16) as u16),
             knots: std::array::from_fn(|s| {
-                let i = GAMMA_KNOT0 + 32 * s as u16;
-                let (b, e) = (at(i), at(i + 32));
-                debug_assert!(e >= b, "gamma levels must not decrease");
-                u16::from(b) | (u16::from(e.saturating_sub(b)) << 8)
+                let start = GAMMA_KNOT0 + GAMMA_SEGMENT * s as u16;
+                // The indices this segment maps: past the head, up to INDEX_MAX.
+                let first = start.max(GAMMA_HEAD);
+                let end = (start + GAMMA_SEGMENT).min(INDEX_MAX + 1);
+                let (b0, rise) = (at(start), at(start + GAMMA_SEGMENT) - at(start));
+                let level = |b: i32, d: i32, i: u16| b + ((d * i32::from(i - start) + 32) >> 6);
+                let mut best = (u32::MAX, u32::MAX, 0u16, last);
+                for b in (b0 - 2).max(0)..=(b0 + 2).min(255) {
+                    for d in (rise - 3).max(0)..=(rise + 3).min(255) {
+                        if first >= end || level(b, d, first) < last || level(b, d, end - 1) > 255 {
+                            continue;
+                        }
+                        let (mut worst, mut total) = (0, 0);
+                        for i in first..end {
+                            let e = level(b, d, i).abs_diff(at(i));
+                            worst = worst.max(e);
+                            total += e;
+                        }
+                        if (worst, total) < (best.0, best.1) {
+                            let word = b as u16 | ((d as u16) << 8);
+                            best = (worst, total, word, level(b, d, end - 1));
+                        }
+                    }
+                }
+                last = best.3;
+                best.2
             }),
         }
     }
@@ -226,8 +252,8 @@ impl GammaCurve {
             return self.head[usize::from(i)] as u8;
         }
         let t = i - GAMMA_KNOT0;
-        let w = self.knots[usize::from(t >> 5) % 128];
-        ((w & 0xff) + (((w >> 8) * (t & 31) + 16) >> 5)) as u8
+        let w = self.knots[usize::from(t >> 6) % 64];
+        ((w & 0xff) + (((w >> 8) * (t & 63) + 32) >> 6)) as u8
     }
 }
 
@@ -1924,8 +1950,13 @@ mod tests {
         for i in 0..=INDEX_MAX {
             assert_eq!(linear.level(i), ((i + 8) >> 4) as u8, "linear at {i}");
         }
-        // Every accepted gamma (0.1..=10) in steps of 0.05, and the ends.
-        for g in (2..=200).map(|k| f64::from(k) * 0.05).chain([0.1, 10.0]) {
+        // Every accepted gamma (0.1..=10) in steps of 0.05, the ends, and some between.
+        let between = [0.123, 0.377, 0.71, 1.7321, 3.14159, 7.77];
+        for g in (2..=200)
+            .map(|k| f64::from(k) * 0.05)
+            .chain([0.1, 10.0])
+            .chain(between)
+        {
             let exact = exact_gamma(g);
             let curve = GammaCurve::new(&exact);
             let mut prev = 0;

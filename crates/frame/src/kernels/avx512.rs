@@ -10,8 +10,9 @@
 //!   per channel and 32 pixels one `vpermw` picks the segments and one `vpmaddubsw`
 //!   interpolates (it replaced two 256-word tables in sixteen registers, four
 //!   `vpermi2w` and three blends per table, ~25% slower);
-//! - gamma is [`GammaCurve`] in six registers: the exact head and the 128 knots are
-//!   word permutes, then one multiply interpolates between knots.
+//! - gamma is [`GammaCurve`] in four registers: the exact head and the 64 segments
+//!   are one `vpermi2w` each, then one multiply interpolates (until the fifth session
+//!   128 knots, two permutes and a blend).
 //!
 //! Results equal the table code byte for byte, because the tables are built from the
 //! same curve and colours (tests in `kernels::tests`).
@@ -146,10 +147,10 @@ fn permq(idx: __m512i, v: __m512i) -> __m512i {
     r
 }
 
-/// [`GammaCurve`] in six registers.
+/// [`GammaCurve`] in four registers.
 struct Curve {
     head: [__m512i; 2],
-    knots: [__m512i; 4],
+    knots: [__m512i; 2],
 }
 
 impl Curve {
@@ -162,24 +163,19 @@ impl Curve {
         }
     }
 
-    /// [`GammaCurve::level`] of 32 indices: the head and the two halves of the knots
-    /// are word permutes from registers, then one multiply-add interpolates.
+    /// [`GammaCurve::level`] of 32 indices: the head and the segments are one word
+    /// permute each, then one multiply-add interpolates.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn level(&self, idx: __m512i) -> __m512i {
         let head = _mm512_permutex2var_epi16(self.head[0], idx, self.head[1]);
-        // Wraps below the first knot; those lanes take `head`.
+        // Wraps below the first segment; those lanes take `head`.
         let t = _mm512_sub_epi16(idx, _mm512_set1_epi16(GAMMA_KNOT0 as i16));
-        let s = _mm512_srli_epi16::<5>(t);
-        let upper = _mm512_test_epi16_mask(s, _mm512_set1_epi16(64));
-        let w = _mm512_mask_blend_epi16(
-            upper,
-            _mm512_permutex2var_epi16(self.knots[0], s, self.knots[1]),
-            _mm512_permutex2var_epi16(self.knots[2], s, self.knots[3]),
-        );
-        let f = _mm512_and_si512(t, _mm512_set1_epi16(31));
+        let s = _mm512_srli_epi16::<6>(t);
+        let w = _mm512_permutex2var_epi16(self.knots[0], s, self.knots[1]);
+        let f = _mm512_and_si512(t, _mm512_set1_epi16(63));
         let rise = _mm512_mullo_epi16(_mm512_srli_epi16::<8>(w), f);
-        let rise = _mm512_srli_epi16::<5>(_mm512_add_epi16(rise, _mm512_set1_epi16(16)));
+        let rise = _mm512_srli_epi16::<6>(_mm512_add_epi16(rise, _mm512_set1_epi16(32)));
         let v = _mm512_add_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0xff)), rise);
         let in_head = _mm512_cmplt_epu16_mask(idx, _mm512_set1_epi16(GAMMA_HEAD as i16));
         _mm512_mask_blend_epi16(in_head, v, head)
