@@ -90,9 +90,9 @@ const COLOUR_SEGMENT: usize = 8;
 
 /// A 256-entry colour map by 8-bit display level, in a form SIMD code evaluates from
 /// three registers: its luma, Cb and Cr are each linear over 32 segments of eight
-/// levels. Segment `s` of a channel is one word, `base - 128` in the low byte and the
-/// rise over the segment in the high byte (both signed), and level `8 s + f` is
-/// `base + (rise * f + 4) >> 3` (`vpmaddubsw` of `[8, f]` with the word, see
+/// levels. Segment `s` of a channel is one word, its start `a` in the low byte and its
+/// end `b` (the line's value eight levels on) in the high byte, and level `8 s + f` is
+/// `(a (8 - f) + b f) >> 3` (one `vpmaddubsw` of the word with `[8 - f, f]`, see
 /// [`ColourTable::at`]).
 ///
 /// Each segment is fitted to the exact full-range BT.601 colours (least maximum error,
@@ -119,9 +119,7 @@ impl ColourTable {
     #[inline]
     pub fn at(words: &[u16; 32], l: u8) -> u8 {
         let w = words[usize::from(l) / COLOUR_SEGMENT];
-        let (base, rise) = (i32::from(w as u8 as i8), i32::from((w >> 8) as u8 as i8));
-        let f = i32::from(l) % COLOUR_SEGMENT as i32;
-        ((8 * base + f * rise + 1028) >> 3) as u8
+        segment_level(w & 0xff, w >> 8, u16::from(l) % COLOUR_SEGMENT as u16)
     }
 
     /// Luma, Cb and Cr of level `l`.
@@ -140,39 +138,46 @@ impl ColourTable {
     }
 }
 
-/// The segment words of [`ColourTable`] closest to `exact`: per segment, the base
-/// (within 3 of the first level) and rise with the least maximum, then least total,
-/// error, among those that keep every level in `0..=255` and, where `exact` never
-/// decreases (viridis' luma), keep the channel non-decreasing.
+/// Level `f` (0..8) of the [`ColourTable`] segment from `a` towards `b`.
+#[inline]
+fn segment_level(a: u16, b: u16, f: u16) -> u8 {
+    ((a * (8 - f) + b * f) >> 3) as u8
+}
+
+/// The segment words of [`ColourTable`] closest to `exact`: per segment, the start
+/// (within 3 of the first level) and end that keep the map's first and last colours
+/// exact if they can, then have the least maximum, then least total, error, among
+/// those that, where `exact` never decreases (viridis' luma), keep the channel
+/// non-decreasing. (A line that ends on 255 rising by more than 7 per segment is one
+/// short there: its end would be 256.)
 fn fit_segments(exact: &[u8; 256]) -> [u16; 32] {
     let monotonic = exact.windows(2).all(|p| p[0] <= p[1]);
     let mut last = 0;
     std::array::from_fn(|s| {
         let want = &exact[s * COLOUR_SEGMENT..(s + 1) * COLOUR_SEGMENT];
-        let first = i32::from(want[0]);
-        let mut best = (u32::MAX, u32::MAX, 0u16, 0);
-        for base in (first - 3).max(0)..=(first + 3).min(255) {
-            let rises = if monotonic { 0..=127 } else { -128..=127i32 };
-            for rise in rises {
-                let level = |f: usize| (8 * (base - 128) + f as i32 * rise + 1028) >> 3;
-                let end = level(COLOUR_SEGMENT - 1);
-                if !(0..=255).contains(&end) || (monotonic && base < last) {
+        let first = u16::from(want[0]);
+        let mut best = (u32::MAX, u32::MAX, u32::MAX, 0u16, 0);
+        for a in first.saturating_sub(3)..=(first + 3).min(255) {
+            for b in 0..=255u16 {
+                let end = segment_level(a, b, COLOUR_SEGMENT as u16 - 1);
+                if monotonic && (b < a || segment_level(a, b, 0) < last) {
                     continue;
                 }
+                let ends_missed = u32::from(s == 0 && segment_level(a, b, 0) != want[0])
+                    + u32::from(s == 31 && end != want[COLOUR_SEGMENT - 1]);
                 let (mut worst, mut total) = (0, 0);
-                for (f, &w) in want.iter().enumerate() {
-                    let e = level(f).abs_diff(i32::from(w));
+                for (f, &w) in (0..).zip(want) {
+                    let e = u32::from(segment_level(a, b, f).abs_diff(w));
                     worst = worst.max(e);
                     total += e;
                 }
-                if (worst, total) < (best.0, best.1) {
-                    let word = ((base - 128) as u8 as u16) | (u16::from(rise as i8 as u8) << 8);
-                    best = (worst, total, word, end);
+                if (ends_missed, worst, total) < (best.0, best.1, best.2) {
+                    best = (ends_missed, worst, total, a | (b << 8), end);
                 }
             }
         }
-        last = best.3;
-        best.2
+        last = best.4;
+        best.3
     })
 }
 
@@ -1886,12 +1891,18 @@ mod tests {
                 assert!(w.abs_diff(g) <= 1, "level {l}: {got:?} vs exact {want:?}");
             }
         }
-        // The ends are exact, and a grey ramp is reproduced exactly.
+        // The ends are exact. A grey ramp is exact but for its top segment (within one
+        // level there), where the line would have to end on 256.
         assert_eq!(t.ycbcr(0), ycbcr8(crate::viridis::VIRIDIS[0]));
         assert_eq!(t.ycbcr(255), ycbcr8(crate::viridis::VIRIDIS[255]));
         let grey = ColourTable::new(&std::array::from_fn(|l| [l as u8; 3]));
         for l in 0..=255u8 {
-            assert_eq!(grey.ycbcr(l), (l, 128, 128), "grey level {l}");
+            let (y, cb, cr) = grey.ycbcr(l);
+            assert_eq!((cb, cr), (128, 128), "grey level {l}");
+            assert!(
+                y == l || (l >= 248 && y.abs_diff(l) == 1),
+                "grey level {l}: {y}"
+            );
         }
     }
 

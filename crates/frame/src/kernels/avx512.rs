@@ -203,36 +203,35 @@ struct Colours {
     y: __m512i,
     cb: __m512i,
     cr: __m512i,
+    /// `[8 - f, f]` for `f = j % 8`, word `j`: the interpolation weights by level.
+    weights: __m512i,
 }
 
 impl Colours {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn new(t: &ColourTable) -> Self {
+        let weights: [u16; 32] = std::array::from_fn(|j| (8 - j as u16 % 8) | (j as u16 % 8) << 8);
         Colours {
             y: load_words(&t.y),
             cb: load_words(&t.cb),
             cr: load_words(&t.cr),
+            weights: load_words(&weights),
         }
     }
 
     /// Luma, Cb and Cr words of 32 levels, as [`ColourTable::at`]: per channel one
-    /// `vpermw` picks the segment's word and one `vpmaddubsw` of `[8, f]` with it gives
-    /// `8 (base - 128) + f rise`.
+    /// `vpermw` picks the segment's word `[a, b]` and one `vpmaddubsw` with the
+    /// level's weights `[8 - f, f]` gives `a (8 - f) + b f`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn of(&self, level: __m512i) -> (__m512i, __m512i, __m512i) {
         let s = _mm512_srli_epi16::<3>(level);
-        // 8 in the low byte, f = level % 8 in the high byte: (level << 8) & 0x700 | 8.
-        let f8 = _mm512_ternarylogic_epi32::<0xea>(
-            _mm512_slli_epi16::<8>(level),
-            _mm512_set1_epi16(0x700),
-            _mm512_set1_epi16(8),
-        );
-        let round = _mm512_set1_epi16(1028);
+        // `vpermw` reads the low five bits of `level`; `weights` repeats every 8.
+        let w = _mm512_permutexvar_epi16(level, self.weights);
         let channel = |words: __m512i| {
-            let m = _mm512_maddubs_epi16(f8, _mm512_permutexvar_epi16(s, words));
-            _mm512_srli_epi16::<3>(_mm512_add_epi16(m, round))
+            let m = _mm512_maddubs_epi16(_mm512_permutexvar_epi16(s, words), w);
+            _mm512_srli_epi16::<3>(m)
         };
         (channel(self.y), channel(self.cb), channel(self.cr))
     }
