@@ -1012,7 +1012,8 @@ fn count_mono16(
                 let v = u16::from_le_bytes([row[i], row[i + 1]]).min(max);
                 lo = lo.min(v);
                 hi = hi.max(v);
-                counts[usize::from(v >> shift).min(last)] += 1;
+                // In u32: `shift` is 16 for one bin over 16-bit data.
+                counts[((u32::from(v) >> shift) as usize).min(last)] += 1;
                 n += 1;
                 i += 2 * step;
             }
