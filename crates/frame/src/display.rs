@@ -58,8 +58,8 @@ pub const AUTO_SMOOTHING: Duration = Duration::from_millis(250);
 pub const AUTO_WEIGHT: RangeInclusive<f64> = 0.05..=0.5;
 /// The auto window samples every n-th pixel in x and y, with n chosen to look at about
 /// this many pixels (n = 8 for 2048x2048): plenty for the 0.1% tails. Counting them is
-/// not free: ~0.3 ms per frame on the development host (bench group `histogram`),
-/// about half the cost of the default mapping of all 4 M pixels.
+/// not free: 0.16-0.32 ms per frame on the busy development host (bench group
+/// `histogram`), a fifth to a quarter of the default mapping of all 4 M pixels.
 pub const AUTO_SAMPLES: usize = 65_536;
 
 /// Colour map for monochrome data (RGB frames ignore it).
