@@ -88,7 +88,9 @@ impl StreamParams {
             "window_max": max,
             "low_percent": low,
             "high_percent": high,
-            "gamma": self.display.gamma,
+            // As the decimal it was set from: 0.45, not f32 0.45 widened to
+            // 0.44999998807907104.
+            "gamma": self.display.gamma.to_string().parse::<f64>().ok(),
             "colormap": self.display.colormap.name(),
             "roi": self.geometry.roi.map(|r| json!({"x": r.x, "y": r.y, "width": r.width, "height": r.height})),
             "binning": self.geometry.binning,
@@ -571,5 +573,13 @@ mod tests {
         cell.update(|p| patch(p, json!({"gamma": 2.0}))).unwrap();
         assert_eq!(cell.version(), v + 1);
         assert_eq!(cell.get().display.gamma, 2.0);
+    }
+
+    #[test]
+    fn gamma_reads_back_as_the_decimal_that_was_set() {
+        for g in [0.45, 0.1, 2.2, 1.0, 10.0, 0.333] {
+            let p = patch(&StreamParams::new(0, 0), json!({ "gamma": g })).unwrap();
+            assert_eq!(p.to_json()["gamma"], json!(g), "{g}");
+        }
     }
 }
