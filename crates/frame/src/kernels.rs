@@ -1575,12 +1575,7 @@ mod avx2 {
                 }
             }
         }
-        let tail = RowPair {
-            y0: &mut y0[body..],
-            y1: &mut y1[body..],
-            u: &mut u[body / 2..],
-            v: &mut v[body / 2..],
-        };
+        let tail = RowPair { y0, y1, u, v }.skip(body);
         mono16_colour_pair_impl::<SAT>(
             lin,
             &src0[2 * body..],
@@ -1646,12 +1641,7 @@ mod avx2 {
                 paint_saturated(s0, s1, step, sat_at, sat_y, &chroma);
             }
         }
-        let tail = RowPair {
-            y0: &mut y0[body..],
-            y1: &mut y1[body..],
-            u: &mut u[body / 2..],
-            v: &mut v[body / 2..],
-        };
+        let tail = RowPair { y0, y1, u, v }.skip(body);
         mono16_saturation_pair_scalar(lin, &src0[2 * body..], &src1[2 * body..], tail, sat_at);
     }
 }
