@@ -226,26 +226,27 @@ impl GammaCurve {
                 let end = (start + GAMMA_SEGMENT).min(INDEX_MAX + 1);
                 let (b0, rise) = (at(start), at(start + GAMMA_SEGMENT) - at(start));
                 let level = |b: i32, d: i32, i: u16| b + ((d * i32::from(i - start) + 32) >> 6);
-                let mut best = (u32::MAX, u32::MAX, 0u16, last);
+                // Ranked first by broken promises (a step down from the previous
+                // segment, a level over 255), so that some word is always chosen.
+                let mut best = (u32::MAX, u32::MAX, u32::MAX, 0u16, last);
                 for b in (b0 - 2).max(0)..=(b0 + 2).min(255) {
                     for d in (rise - 3).max(0)..=(rise + 3).min(255) {
-                        if first >= end || level(b, d, first) < last || level(b, d, end - 1) > 255 {
-                            continue;
-                        }
+                        let top = level(b, d, end - 1);
+                        let broken = u32::from(level(b, d, first) < last) + u32::from(top > 255);
                         let (mut worst, mut total) = (0, 0);
                         for i in first..end {
                             let e = level(b, d, i).abs_diff(at(i));
                             worst = worst.max(e);
                             total += e;
                         }
-                        if (worst, total) < (best.0, best.1) {
+                        if (broken, worst, total) < (best.0, best.1, best.2) {
                             let word = b as u16 | ((d as u16) << 8);
-                            best = (worst, total, word, level(b, d, end - 1));
+                            best = (broken, worst, total, word, top.min(255));
                         }
                     }
                 }
-                last = best.3;
-                best.2
+                last = best.4;
+                best.3
             }),
         }
     }
@@ -2066,6 +2067,15 @@ mod tests {
                 "gamma {g}"
             );
         }
+        // A curve that segment 0 cannot follow (white from index 60, inside the head,
+        // but black at the segment's start, 48) still gets its best line there, not
+        // a segment of zero words that would paint black.
+        let step = GammaCurve::new(|i| if i < 60 { 0 } else { 255 });
+        assert!(step.level(100) > 128, "{}", step.level(100));
+        assert_eq!(
+            (step.level(0), step.level(63), step.level(4080)),
+            (0, 255, 255)
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - a colour map is [`ColourTable`] in three registers, 32 linear segments per channel:
 //!   per channel and 32 pixels one `vpermw` picks the segments and one `vpmaddubsw`
 //!   interpolates (it replaced two 256-word tables in sixteen registers, four
-//!   `vpermi2w` and three blends per table, ~25% slower);
+//!   `vpermi2w` and three blends per table and 32 pixels: viridis took 122-141 µs
+//!   against 64-102 now for 2048x128, docs/benchmarks.md);
 //! - gamma is [`GammaCurve`] in four registers: the exact head and the 64 segments
 //!   are one `vpermi2w` each, then one multiply interpolates (until the fifth session
 //!   128 knots, two permutes and a blend).
