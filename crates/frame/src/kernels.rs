@@ -183,9 +183,10 @@ fn fit_segments(exact: &[u8; 256]) -> [u16; 32] {
 
 /// Indices below this take their gamma level from [`GammaCurve::head`].
 const GAMMA_HEAD: u16 = 64;
-/// Index where segment 0 of [`GammaCurve::knots`] starts; segments are 64 indices long,
-/// so that the last one starts on [`INDEX_MAX`].
-const GAMMA_KNOT0: u16 = 48;
+/// Index where segment 0 of [`GammaCurve::knots`] starts. `56 + 8` is a multiple of
+/// 16, so that the floor interpolation of a segment rising 4 levels reproduces the
+/// linear map's rounding (`(i + 8) >> 4`) exactly.
+const GAMMA_KNOT0: u16 = 56;
 /// Indices per segment of [`GammaCurve::knots`] (a power of two).
 const GAMMA_SEGMENT: u16 = 64;
 
@@ -193,9 +194,11 @@ const GAMMA_SEGMENT: u16 = 64;
 /// that SIMD code can evaluate from registers instead of a per-pixel table lookup:
 ///
 /// - indices below 64 take the exact level from `head` (where `t^gamma` bends most);
-/// - above, the level is linear over 64 segments of 64 indices starting at
-///   `48 + 64 s`, each one word, start `b` in the low byte and rise `d` in the high
-///   byte: `level = b + (d * f + 32) >> 6` with `f` the offset into the segment.
+/// - above, the level is linear over 63 segments of 64 indices starting at
+///   `56 + 64 s`, each one word, start `b` in the low byte and rise `d` in the high
+///   byte: `level = (64 b + d f) >> 6` with `f` the offset into the segment. That is one
+///   `vpmaddubsw` of the word with the bytes `[64, f]` (at most `255 * 127`, so it
+///   never saturates) and one shift.
 ///
 /// Exact levels are `round(255 * (i / 4080)^gamma)`. Each segment is fitted to them
 /// (start within 2 of exact, rise within 3 of the exact rise; least maximum, then
@@ -212,6 +215,12 @@ pub(crate) struct GammaCurve {
     pub knots: [u16; 64],
 }
 
+/// Level `f` (0..64) of the [`GammaCurve`] segment starting at `b` and rising `d`.
+#[inline]
+fn gamma_segment_level(b: i32, d: i32, f: i32) -> i32 {
+    (64 * b + d * f) >> 6
+}
+
 impl GammaCurve {
     /// The curve closest to `exact`, which must be non-decreasing over `0..=INDEX_MAX`.
     pub fn new(exact: impl Fn(u16) -> u8) -> Self {
@@ -221,18 +230,33 @@ impl GammaCurve {
             head: std::array::from_fn(|i| at(i as u16) as u16),
             knots: std::array::from_fn(|s| {
                 let start = GAMMA_KNOT0 + GAMMA_SEGMENT * s as u16;
-                // The indices this segment maps: past the head, up to INDEX_MAX.
+                // The indices this segment maps: past the head, up to INDEX_MAX (none
+                // for the last segment, which starts past it).
                 let first = start.max(GAMMA_HEAD);
                 let end = (start + GAMMA_SEGMENT).min(INDEX_MAX + 1);
-                let (b0, rise) = (at(start), at(start + GAMMA_SEGMENT) - at(start));
-                let level = |b: i32, d: i32, i: u16| b + ((d * i32::from(i - start) + 32) >> 6);
+                if first >= end {
+                    return last as u16;
+                }
+                let b0 = at(start);
+                // Over 64 indices; the last segment stops short, at INDEX_MAX.
+                let span = i32::from(end - 1 - start);
+                let rise = if end - start == GAMMA_SEGMENT {
+                    at(end) - b0
+                } else {
+                    ((at(end - 1) - b0) * 64 + span / 2) / span
+                };
+                let level =
+                    |b: i32, d: i32, i: u16| gamma_segment_level(b, d, i32::from(i - start));
                 // Ranked first by broken promises (a step down from the previous
-                // segment, a level over 255), so that some word is always chosen.
+                // segment, a level over 255, a last level that is not the exact one),
+                // so that some word is always chosen.
                 let mut best = (u32::MAX, u32::MAX, u32::MAX, 0u16, last);
                 for b in (b0 - 2).max(0)..=(b0 + 2).min(255) {
                     for d in (rise - 3).max(0)..=(rise + 3).min(255) {
                         let top = level(b, d, end - 1);
-                        let broken = u32::from(level(b, d, first) < last) + u32::from(top > 255);
+                        let broken = u32::from(level(b, d, first) < last)
+                            + u32::from(top > 255)
+                            + u32::from(end > INDEX_MAX && top != at(INDEX_MAX));
                         let (mut worst, mut total) = (0, 0);
                         for i in first..end {
                             let e = level(b, d, i).abs_diff(at(i));
@@ -259,7 +283,7 @@ impl GammaCurve {
         }
         let t = i - GAMMA_KNOT0;
         let w = self.knots[usize::from(t >> 6) % 64];
-        ((w & 0xff) + (((w >> 8) * (t & 63) + 32) >> 6)) as u8
+        gamma_segment_level(i32::from(w & 0xff), i32::from(w >> 8), i32::from(t & 63)) as u8
     }
 }
 
@@ -2068,7 +2092,7 @@ mod tests {
             );
         }
         // A curve that segment 0 cannot follow (white from index 60, inside the head,
-        // but black at the segment's start, 48) still gets its best line there, not
+        // but black at the segment's start, 56) still gets its best line there, not
         // a segment of zero words that would paint black.
         let step = GammaCurve::new(|i| if i < 60 { 0 } else { 255 });
         assert!(step.level(100) > 128, "{}", step.level(100));

@@ -11,9 +11,12 @@
 //!   interpolates (it replaced two 256-word tables in sixteen registers, four
 //!   `vpermi2w` and three blends per table and 32 pixels: viridis took 122-141 µs
 //!   against 64-102 now for 2048x128, docs/benchmarks.md);
-//! - gamma is [`GammaCurve`] in four registers: the exact head and the 64 segments
-//!   are one `vpermi2w` each, then one multiply interpolates (until the fifth session
-//!   128 knots, two permutes and a blend).
+//! - gamma is [`GammaCurve`] in four registers: the exact head and the 63 segments
+//!   are one `vpermi2w` each, then one `vpmaddubsw` of the segment's `[start, rise]`
+//!   with `[64, f]` interpolates (until the fifth session 128 knots, two permutes and
+//!   a blend; until the sixth a rounded multiply, three uops more);
+//! - a colour map's chroma is packed two steps at a time and gathered with one dword
+//!   permute, four shuffle-port uops per 64 blocks where `vpmovdb` took eight.
 //!
 //! Results equal the table code byte for byte, because the tables are built from the
 //! same curve and colours (tests in `kernels::tests`).
@@ -91,12 +94,15 @@ impl Window {
         _mm512_mulhi_epu16(v, unsafe { std::ptr::read_volatile(&self.k) })
     }
 
-    /// 12-bit table indices (`0..=INDEX_MAX`) of 32 raw samples, as `Linear16::index`
-    /// (`y7 <= 255 << 7`, so the scalar code's clamp to `INDEX_MAX` never binds).
+    /// `Linear16::index - GAMMA_KNOT0` of 32 raw samples as signed words, for
+    /// [`Curve::level`]: `(y7 + 4 - 8 GAMMA_KNOT0) >> 3` with an arithmetic shift is the
+    /// 12-bit index `(y7 + 4) >> 3` with the subtraction folded in (`y7 <= 255 << 7`,
+    /// so nothing wraps).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn index(&self, raw: __m512i) -> __m512i {
-        _mm512_srli_epi16::<3>(_mm512_add_epi16(self.y7(raw), _mm512_set1_epi16(4)))
+    fn past_knot0(&self, raw: __m512i) -> __m512i {
+        let offset = _mm512_set1_epi16(4 - 8 * GAMMA_KNOT0 as i16);
+        _mm512_srai_epi16::<3>(_mm512_add_epi16(self.y7(raw), offset))
     }
 
     /// 8-bit display levels of 32 raw samples: `round(index / 16)` of the 12-bit index,
@@ -150,6 +156,8 @@ fn permq(idx: __m512i, v: __m512i) -> __m512i {
 
 /// [`GammaCurve`] in four registers.
 struct Curve {
+    /// The head rotated by [`GAMMA_KNOT0`]: word `j` holds the level of index
+    /// `(j + GAMMA_KNOT0) % 64`, so that the permute can take `index - GAMMA_KNOT0`.
     head: [__m512i; 2],
     knots: [__m512i; 2],
 }
@@ -158,28 +166,35 @@ impl Curve {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn new(c: &GammaCurve) -> Self {
+        let head: [u16; 64] = std::array::from_fn(|j| c.head[(j + usize::from(GAMMA_KNOT0)) % 64]);
         Curve {
-            head: registers(&c.head),
+            head: registers(&head),
             knots: registers(&c.knots),
         }
     }
 
-    /// [`GammaCurve::level`] of 32 indices: the head and the segments are one word
-    /// permute each, then one multiply-add interpolates.
+    /// [`GammaCurve::level`] of 32 indices given as `t = index - GAMMA_KNOT0` (from
+    /// [`Window::past_knot0`]): the head and the segments are one word permute each,
+    /// then one `vpmaddubsw` of the segment's word `[b, d]` with `[64, f]` and a shift
+    /// interpolate, and the head's lanes keep the head's level.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn level(&self, idx: __m512i) -> __m512i {
-        let head = _mm512_permutex2var_epi16(self.head[0], idx, self.head[1]);
-        // Wraps below the first segment; those lanes take `head`.
-        let t = _mm512_sub_epi16(idx, _mm512_set1_epi16(GAMMA_KNOT0 as i16));
+    fn level(&self, t: __m512i) -> __m512i {
+        // Both permutes read the low six bits: `t mod 64` for the rotated head, the
+        // segment `t >> 6` (garbage in the head's lanes, where t < 0).
+        let head = _mm512_permutex2var_epi16(self.head[0], t, self.head[1]);
         let s = _mm512_srli_epi16::<6>(t);
         let w = _mm512_permutex2var_epi16(self.knots[0], s, self.knots[1]);
-        let f = _mm512_and_si512(t, _mm512_set1_epi16(63));
-        let rise = _mm512_mullo_epi16(_mm512_srli_epi16::<8>(w), f);
-        let rise = _mm512_srli_epi16::<6>(_mm512_add_epi16(rise, _mm512_set1_epi16(32)));
-        let v = _mm512_add_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0xff)), rise);
-        let in_head = _mm512_cmplt_epu16_mask(idx, _mm512_set1_epi16(GAMMA_HEAD as i16));
-        _mm512_mask_blend_epi16(in_head, v, head)
+        // [64, f] with f = t & 63: (t << 8 & 0x3f00) | 0x0040, one ternary-logic op.
+        let weights = _mm512_ternarylogic_epi32::<0xea>(
+            _mm512_slli_epi16::<8>(t),
+            _mm512_set1_epi16(0x3f00),
+            _mm512_set1_epi16(0x0040),
+        );
+        let m = _mm512_maddubs_epi16(w, weights);
+        let in_segments =
+            _mm512_cmpge_epi16_mask(t, _mm512_set1_epi16((GAMMA_HEAD - GAMMA_KNOT0) as i16));
+        _mm512_mask_srli_epi16::<6>(head, in_segments, m)
     }
 }
 
@@ -334,8 +349,8 @@ fn luma_row<const INVERT: bool>(
         unsafe {
             let ra = _mm512_loadu_si512(src.as_ptr().add(2 * x).cast());
             let rb = _mm512_loadu_si512(src.as_ptr().add(2 * x + 64).cast());
-            let la = _mm512_xor_si512(curve.level(w.index(ra)), flip);
-            let lb = _mm512_xor_si512(curve.level(w.index(rb)), flip);
+            let la = _mm512_xor_si512(curve.level(w.past_knot0(ra)), flip);
+            let lb = _mm512_xor_si512(curve.level(w.past_knot0(rb)), flip);
             let d = dst.as_mut_ptr().add(x);
             store_rows(d, d.add(STEP), la, lb);
         }
@@ -370,8 +385,8 @@ fn saturation_pair(
         let any = unsafe {
             let r0 = _mm512_loadu_si512(src0.as_ptr().add(2 * x).cast());
             let r1 = _mm512_loadu_si512(src1.as_ptr().add(2 * x).cast());
-            let l0 = curve.level(w.index(r0));
-            let l1 = curve.level(w.index(r1));
+            let l0 = curve.level(w.past_knot0(r0));
+            let l1 = curve.level(w.past_knot0(r1));
             store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), l0, l1);
             let neutral = _mm_set1_epi8(-128);
             _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), neutral);
@@ -408,22 +423,53 @@ fn colour_pair<const GAMMA: bool>(
     };
     let curve = gamma.map(|c| Curve::new(c));
     let level = |raw: __m512i| match (GAMMA, &curve) {
-        (true, Some(c)) => c.level(w.index(raw)),
+        (true, Some(c)) => c.level(w.past_knot0(raw)),
         _ => w.level(raw),
     };
     let colours = Colours::new(colours);
     let body = pair_body(src0, src1, out);
     let RowPair { y0, y1, u, v } = out;
     let ones = _mm512_set1_epi16(1);
-    let two = _mm512_set1_epi32(2);
-    // (sum of a block's four values + 2) / 4: the two rows' words add, `vpmaddwd` adds
-    // neighbouring words into 32-bit lanes.
-    let block = |a: __m512i, b: __m512i| {
-        let sum = _mm512_madd_epi16(_mm512_add_epi16(a, b), ones);
-        _mm512_cvtepi32_epi8(_mm512_srli_epi32::<2>(_mm512_add_epi32(sum, two)))
-    };
-    for x in (0..body).step_by(STEP) {
-        // SAFETY: x + 32 <= body, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
+    // A step's 16 block sums of one chroma channel in 32-bit lanes: the two rows'
+    // words add, `vpmaddwd` adds neighbouring words.
+    let sum = |a: __m512i, b: __m512i| _mm512_madd_epi16(_mm512_add_epi16(a, b), ones);
+    // (sum + 2) / 4 of 32 sums at most 1020, as words.
+    let round = |s: __m512i| _mm512_srli_epi16::<2>(_mm512_add_epi16(s, _mm512_set1_epi16(2)));
+    // Two steps at a time, so that their chroma packs together: per 128-bit lane `l`
+    // the packs leave the dwords `[cb_a, cr_a, cb_b, cr_b]` of blocks `4l..4l + 4`,
+    // and one dword permute gathers the 32 Cb and the 32 Cr bytes (four shuffle-port
+    // uops per 64 blocks, where a `vpmovdb` per 16 takes eight).
+    let gather = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
+    let pairs = body - body % (2 * STEP);
+    for x in (0..pairs).step_by(2 * STEP) {
+        // SAFETY: x + 64 <= body, so src0/src1[2x..2x + 128], y0/y1[x..x + 64] and
+        // u/v[x/2..x/2 + 32] are in bounds.
+        unsafe {
+            let load = |src: &[u8], at: usize| _mm512_loadu_si512(src.as_ptr().add(at).cast());
+            let (ya0, cba0, cra0) = colours.of(level(load(src0, 2 * x)));
+            let (ya1, cba1, cra1) = colours.of(level(load(src1, 2 * x)));
+            store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), ya0, ya1);
+            let (yb0, cbb0, crb0) = colours.of(level(load(src0, 2 * x + 64)));
+            let (yb1, cbb1, crb1) = colours.of(level(load(src1, 2 * x + 64)));
+            store_rows(
+                y0.as_mut_ptr().add(x + STEP),
+                y1.as_mut_ptr().add(x + STEP),
+                yb0,
+                yb1,
+            );
+            let a = round(_mm512_packus_epi32(sum(cba0, cba1), sum(cra0, cra1)));
+            let b = round(_mm512_packus_epi32(sum(cbb0, cbb1), sum(crb0, crb1)));
+            let uv = _mm512_permutexvar_epi32(gather, _mm512_packus_epi16(a, b));
+            _mm256_storeu_si256(u.as_mut_ptr().add(x / 2).cast(), _mm512_castsi512_si256(uv));
+            _mm256_storeu_si256(
+                v.as_mut_ptr().add(x / 2).cast(),
+                _mm512_extracti64x4_epi64::<1>(uv),
+            );
+        }
+    }
+    if pairs < body {
+        let x = pairs;
+        // SAFETY: x + 32 = body, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
         // u/v[x/2..x/2 + 16] are in bounds.
         unsafe {
             let r0 = _mm512_loadu_si512(src0.as_ptr().add(2 * x).cast());
@@ -431,8 +477,14 @@ fn colour_pair<const GAMMA: bool>(
             let (l0, cb0, cr0) = colours.of(level(r0));
             let (l1, cb1, cr1) = colours.of(level(r1));
             store_rows(y0.as_mut_ptr().add(x), y1.as_mut_ptr().add(x), l0, l1);
-            _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), block(cb0, cb1));
-            _mm_storeu_si128(v.as_mut_ptr().add(x / 2).cast(), block(cr0, cr1));
+            // Dwords [cb, cr] of blocks 4l..4l + 4 per lane `l`, as above.
+            let c = round(_mm512_packus_epi32(sum(cb0, cb1), sum(cr0, cr1)));
+            let c = _mm512_permutexvar_epi32(gather, _mm512_packus_epi16(c, c));
+            _mm_storeu_si128(u.as_mut_ptr().add(x / 2).cast(), _mm512_castsi512_si128(c));
+            _mm_storeu_si128(
+                v.as_mut_ptr().add(x / 2).cast(),
+                _mm512_extracti32x4_epi32::<2>(c),
+            );
         }
     }
     body
