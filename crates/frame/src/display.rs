@@ -678,11 +678,11 @@ impl Painter {
                 let t = self.tables8(window, shade);
                 match shade.colormap {
                     Colormap::Gray | Colormap::Inverted => {
-                        each_row(view, y, |s, d| kernels::mono8_luma_row(s, d, &t.luma));
+                        each_row(view, y, |s, d, _| kernels::mono8_luma_row(s, d, &t.luma));
                         neutral(u, v);
                     }
                     Colormap::Viridis | Colormap::Saturation => {
-                        each_pair(view, y, u, v, |s0, s1, o| {
+                        each_pair(view, y, u, v, |s0, s1, o, _| {
                             kernels::mono8_colour_pair(s0, s1, o, &t.packed)
                         });
                     }
@@ -693,23 +693,23 @@ impl Painter {
                 let sat_at = view.format.max_value() as u16;
                 match (shade.colormap, shade.is_linear()) {
                     (Colormap::Gray, true) => {
-                        each_row(view, y, |s, d| lin.apply(s, d));
+                        each_row(view, y, |s, d, ahead| lin.apply(s, d, ahead));
                         neutral(u, v);
                     }
                     (Colormap::Inverted, true) => {
-                        each_row(view, y, |s, d| lin.apply_inverted(s, d));
+                        each_row(view, y, |s, d, ahead| lin.apply_inverted(s, d, ahead));
                         neutral(u, v);
                     }
                     (Colormap::Saturation, true) => {
-                        each_pair(view, y, u, v, |s0, s1, o| {
-                            kernels::mono16_saturation_pair(lin, s0, s1, o, sat_at)
+                        each_pair(view, y, u, v, |s0, s1, o, ahead| {
+                            kernels::mono16_saturation_pair(lin, s0, s1, o, sat_at, ahead)
                         });
                     }
                     (Colormap::Gray | Colormap::Inverted, false) => {
                         let t = self.tables(shade);
                         let invert = shade.colormap == Colormap::Inverted;
-                        each_row(view, y, |s, d| {
-                            kernels::mono16_luma_row(lin, s, d, &t.luma, &t.curve, invert)
+                        each_row(view, y, |s, d, ahead| {
+                            kernels::mono16_luma_row(lin, s, d, &t.luma, &t.curve, invert, ahead)
                         });
                         neutral(u, v);
                     }
@@ -717,17 +717,17 @@ impl Painter {
                         let t = self.tables(shade);
                         let colours = viridis_colours();
                         let gamma = (!linear).then_some(&t.curve);
-                        each_pair(view, y, u, v, |s0, s1, o| {
+                        each_pair(view, y, u, v, |s0, s1, o, ahead| {
                             kernels::mono16_colour_level_pair(
-                                lin, s0, s1, o, &t.packed, colours, gamma,
+                                lin, s0, s1, o, &t.packed, colours, gamma, ahead,
                             )
                         });
                     }
                     (Colormap::Saturation, false) => {
                         let t = self.tables(shade);
-                        each_pair(view, y, u, v, |s0, s1, o| {
+                        each_pair(view, y, u, v, |s0, s1, o, ahead| {
                             kernels::mono16_saturation_gamma_pair(
-                                lin, s0, s1, o, &t.packed, &t.curve, sat_at,
+                                lin, s0, s1, o, &t.packed, &t.curve, sat_at, ahead,
                             )
                         });
                     }
@@ -735,7 +735,7 @@ impl Painter {
             }
             PixelFormat::Rgb8 => {
                 let t = self.tables8(window, shade);
-                each_pair(view, y, u, v, |s0, s1, o| {
+                each_pair(view, y, u, v, |s0, s1, o, _| {
                     kernels::rgb_pair(s0, s1, o, &t.grey)
                 });
             }
@@ -743,10 +743,20 @@ impl Painter {
     }
 }
 
-/// Calls `f` with each source row of `view` and the matching luma row.
-fn each_row(view: &View<'_>, y: &mut [u8], mut f: impl FnMut(&[u8], &mut [u8])) {
+/// Calls `f` with each source row of `view`, the matching luma row and the next source
+/// row for the kernel to prefetch.
+fn each_row(
+    view: &View<'_>,
+    y: &mut [u8],
+    mut f: impl FnMut(&[u8], &mut [u8], kernels::Ahead<'_>),
+) {
     for (row, dst) in y.chunks_exact_mut(view.width).enumerate() {
-        f(view.row(row), dst);
+        let ahead = if row + 1 < view.height {
+            kernels::Ahead::new(view.row(row + 1), &[])
+        } else {
+            kernels::Ahead::default()
+        };
+        f(view.row(row), dst, ahead);
     }
 }
 
@@ -757,11 +767,16 @@ fn each_pair(
     y: &mut [u8],
     u: &mut [u8],
     v: &mut [u8],
-    mut f: impl FnMut(&[u8], &[u8], kernels::RowPair<'_>),
+    mut f: impl FnMut(&[u8], &[u8], kernels::RowPair<'_>, kernels::Ahead<'_>),
 ) {
     for cy in 0..view.height / 2 {
         let out = kernels::row_pair(y, u, v, view.width, cy);
-        f(view.row(2 * cy), view.row(2 * cy + 1), out);
+        let ahead = if 2 * cy + 3 < view.height {
+            kernels::Ahead::new(view.row(2 * cy + 2), view.row(2 * cy + 3))
+        } else {
+            kernels::Ahead::default()
+        };
+        f(view.row(2 * cy), view.row(2 * cy + 1), out, ahead);
     }
 }
 

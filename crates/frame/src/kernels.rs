@@ -358,23 +358,25 @@ impl Linear16 {
         }
     }
 
-    /// Maps little-endian samples `src` (2 bytes each) to `dst`.
+    /// Maps little-endian samples `src` (2 bytes each) to `dst`, prefetching `ahead`.
     #[inline]
-    pub fn apply(self, src: &[u8], dst: &mut [u8]) {
+    pub fn apply(self, src: &[u8], dst: &mut [u8], ahead: Ahead<'_>) {
         #[cfg(target_arch = "x86_64")]
-        if avx2::apply::<false>(self, src, dst) {
+        if avx2::apply::<false>(self, src, dst, ahead) {
             return;
         }
+        let _ = ahead;
         self.apply_impl::<false>(src, dst);
     }
 
     /// Like [`Linear16::apply`], but writes `255 - y` (the inverted grey map).
     #[inline]
-    pub fn apply_inverted(self, src: &[u8], dst: &mut [u8]) {
+    pub fn apply_inverted(self, src: &[u8], dst: &mut [u8], ahead: Ahead<'_>) {
         #[cfg(target_arch = "x86_64")]
-        if avx2::apply::<true>(self, src, dst) {
+        if avx2::apply::<true>(self, src, dst, ahead) {
             return;
         }
+        let _ = ahead;
         self.apply_impl::<true>(src, dst);
     }
 
@@ -450,9 +452,10 @@ pub(crate) fn mono16_luma_row(
     lut: &[u8; TABLE_LEN],
     curve: &GammaCurve,
     invert: bool,
+    ahead: Ahead<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::mono16_luma_row(lin, src, dst, curve, invert);
+    let done = avx512::mono16_luma_row(lin, src, dst, curve, invert, ahead);
     #[cfg(not(target_arch = "x86_64"))]
     let done = {
         let _ = (curve, invert);
@@ -460,7 +463,7 @@ pub(crate) fn mono16_luma_row(
     };
     let (src, dst) = (&src[2 * done..], &mut dst[done..]);
     #[cfg(target_arch = "x86_64")]
-    if avx2::mono16_luma_row(lin, src, dst, lut) {
+    if avx2::mono16_luma_row(lin, src, dst, lut, ahead.skip(2 * done)) {
         return;
     }
     mono16_luma_row_scalar(lin, src, dst, lut);
@@ -481,6 +484,9 @@ fn mono16_luma_row_scalar(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; 
 /// at gamma 1, else `gamma`'s level of the index), then the level's colour from
 /// `colours`. `packed` holds the same colours over the 12-bit index, for CPUs without
 /// AVX-512 and the rows' tails.
+// The rows, the three forms of the map and the rows to prefetch: bundling them would
+// only move the list into a struct built at the one call site.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn mono16_colour_level_pair(
     lin: Linear16,
     src0: &[u8],
@@ -489,11 +495,12 @@ pub(crate) fn mono16_colour_level_pair(
     packed: &[u32; TABLE_LEN],
     colours: &ColourTable,
     gamma: Option<&GammaCurve>,
+    ahead: Ahead<'_>,
 ) {
     #[allow(unused_mut)]
     let mut out = out;
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours, gamma);
+    let done = avx512::mono16_colour_level_pair(lin, src0, src1, &mut out, colours, gamma, ahead);
     #[cfg(not(target_arch = "x86_64"))]
     let done = {
         let _ = (colours, gamma);
@@ -506,6 +513,7 @@ pub(crate) fn mono16_colour_level_pair(
         out.skip(done),
         packed,
         None,
+        ahead.skip(2 * done),
     );
 }
 
@@ -513,6 +521,55 @@ pub(crate) fn mono16_colour_level_pair(
 pub(crate) fn mono8_luma_row(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = lut[usize::from(s)];
+    }
+}
+
+/// The source rows the display code maps after the current ones, which the SIMD
+/// kernels prefetch one cache line at a time while they map (a line of each row ahead
+/// per 64 bytes of their own rows, at the same offset).
+///
+/// A 2048-pixel Mono16 row is one 4 KiB page, and the hardware prefetchers stop at page
+/// boundaries, so without this every row starts with its first lines missing in every
+/// cache level. Fetching one row (or row pair) ahead made 2048x2048 map 15-30% faster
+/// (docs/benchmarks.md). Fetching the first lines of the next rows all at once, before
+/// a row, did not help: the fetches must be spread over the row.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Ahead<'a> {
+    rows: [&'a [u8]; 2],
+}
+
+impl<'a> Ahead<'a> {
+    /// The next row of a row kernel (`second` empty), or the next pair of a pair kernel.
+    pub fn new(first: &'a [u8], second: &'a [u8]) -> Self {
+        Ahead {
+            rows: [first, second],
+        }
+    }
+
+    /// The rows ahead from byte `at` on, for a kernel that starts `at` bytes into its
+    /// own rows.
+    pub fn skip(self, at: usize) -> Self {
+        Ahead {
+            rows: self.rows.map(|r| r.get(at..).unwrap_or(&[])),
+        }
+    }
+
+    /// Prefetches the line holding byte `at` of each row ahead (nothing past their ends).
+    #[inline(always)]
+    // `unsafe` for the workspace's `rust-version` (1.85), where intrinsics are unsafe.
+    #[allow(unsafe_code, unused_unsafe)]
+    pub fn fetch(&self, at: usize) {
+        #[cfg(target_arch = "x86_64")]
+        for r in self.rows {
+            if at < r.len() {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                // SAFETY: a prefetch is a hint that never faults (and `at` is inside
+                // `r` anyway); SSE is part of every x86-64 target.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(at).cast()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = at;
     }
 }
 
@@ -593,11 +650,13 @@ pub(crate) fn mono16_colour_pair(
     out: RowPair<'_>,
     lut: &[u32; TABLE_LEN],
     sat_at: Option<u16>,
+    ahead: Ahead<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    let Some(out) = avx2::mono16_colour_pair(lin, src0, src1, out, lut, sat_at) else {
+    let Some(out) = avx2::mono16_colour_pair(lin, src0, src1, out, lut, sat_at, ahead) else {
         return;
     };
+    let _ = ahead;
     match sat_at {
         Some(at) => mono16_colour_pair_impl::<true>(lin, src0, src1, out, lut, at),
         None => mono16_colour_pair_impl::<false>(lin, src0, src1, out, lut, 0),
@@ -630,6 +689,9 @@ fn mono16_colour_pair_impl<const SAT: bool>(
 /// One Mono16 row pair of the saturation map through a gamma curve: AVX-512 computes
 /// grey levels from `curve` and paints the saturated pixels; elsewhere (and for the
 /// rows' tails) the packed table, which holds the same levels and the warning colour.
+// The rows, the three forms of the map and the rows to prefetch: bundling them would
+// only move the list into a struct built at the one call site.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn mono16_saturation_gamma_pair(
     lin: Linear16,
     src0: &[u8],
@@ -638,11 +700,12 @@ pub(crate) fn mono16_saturation_gamma_pair(
     packed: &[u32; TABLE_LEN],
     curve: &GammaCurve,
     sat_at: u16,
+    ahead: Ahead<'_>,
 ) {
     #[allow(unused_mut)]
     let mut out = out;
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::mono16_saturation_pair(lin, src0, src1, &mut out, curve, sat_at);
+    let done = avx512::mono16_saturation_pair(lin, src0, src1, &mut out, curve, sat_at, ahead);
     #[cfg(not(target_arch = "x86_64"))]
     let done = {
         let _ = curve;
@@ -655,6 +718,7 @@ pub(crate) fn mono16_saturation_gamma_pair(
         out.skip(done),
         packed,
         Some(sat_at),
+        ahead.skip(2 * done),
     );
 }
 
@@ -703,11 +767,13 @@ pub(crate) fn mono16_saturation_pair(
     src1: &[u8],
     out: RowPair<'_>,
     sat_at: u16,
+    ahead: Ahead<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    let Some(out) = avx2::mono16_saturation_pair(lin, src0, src1, out, sat_at) else {
+    let Some(out) = avx2::mono16_saturation_pair(lin, src0, src1, out, sat_at, ahead) else {
         return;
     };
+    let _ = ahead;
     mono16_saturation_pair_scalar(lin, src0, src1, out, sat_at);
 }
 
@@ -1124,7 +1190,7 @@ mod avx2 {
 
     use super::{
         mono16_colour_pair_impl, mono16_luma_row_scalar, mono16_saturation_pair_scalar,
-        paint_saturated, saturated_entry, saturation_chroma, Linear16, RowPair, INDEX_MAX,
+        paint_saturated, saturated_entry, saturation_chroma, Ahead, Linear16, RowPair, INDEX_MAX,
         SATURATED, TABLE_LEN,
     };
 
@@ -1149,24 +1215,30 @@ mod avx2 {
         src: &[u8],
         dst: &mut [u8],
         lut: &[u8; TABLE_LEN],
+        ahead: Ahead<'_>,
     ) -> bool {
         if !available() || matches!(lin, Linear16::Wide(_)) {
             return false;
         }
         // SAFETY: AVX2 is available (checked just above).
-        unsafe { luma_row(lin, src, dst, lut) };
+        unsafe { luma_row(lin, src, dst, lut, ahead) };
         true
     }
 
     /// Runs [`apply_row`] if the CPU has AVX2 and the window is [`Linear16::Fast`];
     /// `false` if the caller must do the work.
     #[inline]
-    pub(super) fn apply<const INVERT: bool>(lin: Linear16, src: &[u8], dst: &mut [u8]) -> bool {
+    pub(super) fn apply<const INVERT: bool>(
+        lin: Linear16,
+        src: &[u8],
+        dst: &mut [u8],
+        ahead: Ahead<'_>,
+    ) -> bool {
         if !available() || matches!(lin, Linear16::Wide(_)) {
             return false;
         }
         // SAFETY: AVX2 is available (checked just above).
-        unsafe { apply_row::<INVERT>(lin, src, dst) };
+        unsafe { apply_row::<INVERT>(lin, src, dst, ahead) };
         true
     }
 
@@ -1191,6 +1263,7 @@ mod avx2 {
         out: RowPair<'a>,
         lut: &[u32; TABLE_LEN],
         sat_at: Option<u16>,
+        ahead: Ahead<'_>,
     ) -> Option<RowPair<'a>> {
         if !available() || matches!(lin, Linear16::Wide(_)) || !whole_pair(src0, src1, &out) {
             return Some(out);
@@ -1198,8 +1271,8 @@ mod avx2 {
         // SAFETY: AVX2 is available (checked just above).
         unsafe {
             match sat_at {
-                Some(at) => colour_pair::<true>(lin, src0, src1, out, lut, at),
-                None => colour_pair::<false>(lin, src0, src1, out, lut, 0),
+                Some(at) => colour_pair::<true>(lin, src0, src1, out, lut, at, ahead),
+                None => colour_pair::<false>(lin, src0, src1, out, lut, 0, ahead),
             }
         }
         None
@@ -1214,12 +1287,13 @@ mod avx2 {
         src1: &[u8],
         out: RowPair<'a>,
         sat_at: u16,
+        ahead: Ahead<'_>,
     ) -> Option<RowPair<'a>> {
         if !available() || matches!(lin, Linear16::Wide(_)) || !whole_pair(src0, src1, &out) {
             return Some(out);
         }
         // SAFETY: AVX2 is available (checked just above).
-        unsafe { saturation_pair(lin, src0, src1, out, sat_at) };
+        unsafe { saturation_pair(lin, src0, src1, out, sat_at, ahead) };
         None
     }
 
@@ -1481,7 +1555,12 @@ mod avx2 {
     /// # Safety
     /// AVX2 must be available.
     #[target_feature(enable = "avx2")]
-    unsafe fn apply_row<const INVERT: bool>(lin: Linear16, src: &[u8], dst: &mut [u8]) {
+    unsafe fn apply_row<const INVERT: bool>(
+        lin: Linear16,
+        src: &[u8],
+        dst: &mut [u8],
+        ahead: Ahead<'_>,
+    ) {
         // SAFETY (all calls below): this function enables AVX2.
         let Some(w) = (unsafe { Window::new(lin, 0) }) else {
             return lin.apply_impl::<INVERT>(src, dst);
@@ -1489,6 +1568,7 @@ mod avx2 {
         let n = dst.len().min(src.len() / 2);
         let body = n - n % STEP;
         for x in (0..body).step_by(STEP) {
+            ahead.fetch(2 * x);
             // SAFETY: x + 32 <= n, so src[2x..2x + 64] and dst[x..x + 32] are in bounds.
             unsafe {
                 let y = pack_words(w.luma(load(src, 2 * x)), w.luma(load(src, 2 * x + 32)));
@@ -1508,7 +1588,13 @@ mod avx2 {
     /// # Safety
     /// AVX2 must be available.
     #[target_feature(enable = "avx2")]
-    unsafe fn luma_row(lin: Linear16, src: &[u8], dst: &mut [u8], lut: &[u8; TABLE_LEN]) {
+    unsafe fn luma_row(
+        lin: Linear16,
+        src: &[u8],
+        dst: &mut [u8],
+        lut: &[u8; TABLE_LEN],
+        ahead: Ahead<'_>,
+    ) {
         // SAFETY (all calls below): this function enables AVX2.
         let Some(w) = (unsafe { Window::new(lin, 0) }) else {
             return mono16_luma_row_scalar(lin, src, dst, lut);
@@ -1519,6 +1605,7 @@ mod avx2 {
         for (x0, d) in (0..body).step_by(BLOCK).zip(dst[..body].chunks_mut(BLOCK)) {
             let m = d.len();
             for (x, i) in (x0..x0 + m).step_by(STEP).zip(idx.chunks_exact_mut(STEP)) {
+                ahead.fetch(2 * x);
                 // SAFETY: x + 32 <= body <= n, so src[2x..2x + 64] is in bounds, and
                 // `i` is 64 bytes.
                 unsafe {
@@ -1551,6 +1638,7 @@ mod avx2 {
         out: RowPair<'_>,
         lut: &[u32; TABLE_LEN],
         sat_at: u16,
+        ahead: Ahead<'_>,
     ) {
         // SAFETY (all calls below): this function enables AVX2.
         let Some(w) = (unsafe { Window::new(lin, sat_at) }) else {
@@ -1583,6 +1671,7 @@ mod avx2 {
             std::hint::black_box(&mut idx);
             let [idx0, idx1] = &idx;
             for x in (x0..x0 + m).step_by(STEP) {
+                ahead.fetch(2 * x);
                 let k = x - x0;
                 // SAFETY: x + 32 <= body <= n, so y0/y1[x..x + 32] and
                 // u/v[x/2..x/2 + 16] are in bounds; each `lookup16` gets 16 indices
@@ -1624,6 +1713,7 @@ mod avx2 {
         src1: &[u8],
         out: RowPair<'_>,
         sat_at: u16,
+        ahead: Ahead<'_>,
     ) {
         // SAFETY (all calls below): this function enables AVX2.
         let Some(w) = (unsafe { Window::new(lin, sat_at) }) else {
@@ -1637,6 +1727,7 @@ mod avx2 {
         let sat_y = saturated_entry() as u8;
         let chroma = saturation_chroma();
         for x in (0..body).step_by(STEP) {
+            ahead.fetch(2 * x);
             // SAFETY: x + 32 <= n, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
             // u/v[x/2..x/2 + 16] are in bounds.
             let any = unsafe {
@@ -1700,8 +1791,8 @@ mod tests {
         for (min, max) in windows {
             let w = DisplayWindow::new(min, max).unwrap();
             let map = Linear16::new(w);
-            map.apply(&src, &mut dst);
-            map.apply_inverted(&src, &mut inv);
+            map.apply(&src, &mut dst, Ahead::default());
+            map.apply_inverted(&src, &mut inv, Ahead::default());
             map.index::<false>(&src, &mut idx, 0);
             for (v, &got) in dst.iter().enumerate() {
                 let exact = w.map(v as u32);
@@ -1735,7 +1826,7 @@ mod tests {
             u: &mut u,
             v: &mut v,
         };
-        mono16_saturation_pair(map, &src[..8], &src[8..], out, 4095);
+        mono16_saturation_pair(map, &src[..8], &src[8..], out, 4095, Ahead::default());
         assert_eq!((y0, y1), ([0, 255, 76, 76], [76, 0, 76, 76]));
         let [_, one, _, _, four] = saturation_chroma();
         assert_eq!((u, v), ([one.0, four.0], [one.1, four.1]));
@@ -1827,7 +1918,7 @@ mod tests {
                     // The AVX2 lookups themselves (with AVX-512, `mono16_luma_row`
                     // evaluates the gamma curve instead of this random table).
                     #[cfg(target_arch = "x86_64")]
-                    if !avx2::mono16_luma_row(lin, &src, &mut got, &lut) {
+                    if !avx2::mono16_luma_row(lin, &src, &mut got, &lut, Ahead::new(&src, &[])) {
                         mono16_luma_row_scalar(lin, &src, &mut got, &lut);
                     }
                     assert_eq!(got, want, "{min}..{max}, {n} px");
@@ -1849,10 +1940,10 @@ mod tests {
                     let mut want = noise(seed + 1, n);
                     let mut got = want.clone();
                     lin.apply_impl::<false>(&src, &mut want);
-                    lin.apply(&src, &mut got);
+                    lin.apply(&src, &mut got, Ahead::new(&src, &[]));
                     assert_eq!(got, want, "{min}..{max}, {n} px");
                     lin.apply_impl::<true>(&src, &mut want);
-                    lin.apply_inverted(&src, &mut got);
+                    lin.apply_inverted(&src, &mut got, Ahead::default());
                     assert_eq!(got, want, "{min}..{max}, {n} px, inverted");
                 }
             }
@@ -1903,7 +1994,15 @@ mod tests {
                             }
                             None => mono16_colour_pair_impl::<false>(lin, s0, s1, scalar, &lut, 0),
                         }
-                        mono16_colour_pair(lin, s0, s1, as_pair(&mut got), &lut, sat_at);
+                        mono16_colour_pair(
+                            lin,
+                            s0,
+                            s1,
+                            as_pair(&mut got),
+                            &lut,
+                            sat_at,
+                            Ahead::new(s1, s0),
+                        );
                         assert_eq!(got, want, "{min}..{max}, {n} px, sat {sat_at:?}");
                     }
                 }
@@ -1935,7 +2034,14 @@ mod tests {
                         let mut want = pair_buffers(seed, n);
                         let mut got = want.clone();
                         mono16_saturation_pair_scalar(lin, s0, s1, as_pair(&mut want), sat_at);
-                        mono16_saturation_pair(lin, s0, s1, as_pair(&mut got), sat_at);
+                        mono16_saturation_pair(
+                            lin,
+                            s0,
+                            s1,
+                            as_pair(&mut got),
+                            sat_at,
+                            Ahead::new(s1, s0),
+                        );
                         assert_eq!(got, want, "{min}..{max}, {n} px, sat {sat_at}");
                     }
                 }
@@ -2045,7 +2151,16 @@ mod tests {
                         let scalar = as_pair(&mut want);
                         mono16_colour_pair_impl::<false>(lin, s0, s1, scalar, &packed, 0);
                         let pair = as_pair(&mut got);
-                        mono16_colour_level_pair(lin, s0, s1, pair, &packed, colours, gamma);
+                        mono16_colour_level_pair(
+                            lin,
+                            s0,
+                            s1,
+                            pair,
+                            &packed,
+                            colours,
+                            gamma,
+                            Ahead::new(s1, s0),
+                        );
                         let g = gamma.map(|c| c.level(INDEX_MAX / 2));
                         assert_eq!(got, want, "{min}..{max}, {n} px, mid level {g:?}");
                     }
@@ -2128,7 +2243,15 @@ mod tests {
                                 let mut want = noise(seed, n);
                                 let mut got = want.clone();
                                 mono16_luma_row_scalar(lin, s0, &mut want, lut);
-                                mono16_luma_row(lin, s0, &mut got, lut, &curve, invert);
+                                mono16_luma_row(
+                                    lin,
+                                    s0,
+                                    &mut got,
+                                    lut,
+                                    &curve,
+                                    invert,
+                                    Ahead::new(s1, &[]),
+                                );
                                 assert_eq!(got, want, "luma, invert {invert}, {what}");
                             }
                             let mut want = pair_buffers(seed, n);
@@ -2136,7 +2259,16 @@ mod tests {
                             let scalar = as_pair(&mut want);
                             mono16_colour_pair_impl::<true>(lin, s0, s1, scalar, &grey, sat_at);
                             let pair = as_pair(&mut got);
-                            mono16_saturation_gamma_pair(lin, s0, s1, pair, &grey, &curve, sat_at);
+                            mono16_saturation_gamma_pair(
+                                lin,
+                                s0,
+                                s1,
+                                pair,
+                                &grey,
+                                &curve,
+                                sat_at,
+                                Ahead::new(s1, s0),
+                            );
                             assert_eq!(got, want, "saturation at {sat_at}, {what}");
                         }
                     }

@@ -33,7 +33,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::{
-    paint_saturated, saturated_entry, saturation_chroma, ColourTable, GammaCurve, Linear16,
+    paint_saturated, saturated_entry, saturation_chroma, Ahead, ColourTable, GammaCurve, Linear16,
     RowPair, GAMMA_HEAD, GAMMA_KNOT0,
 };
 
@@ -264,6 +264,7 @@ pub(super) fn mono16_colour_level_pair(
     out: &mut RowPair<'_>,
     colours: &ColourTable,
     gamma: Option<&GammaCurve>,
+    ahead: Ahead<'_>,
 ) -> usize {
     if !available() || matches!(lin, Linear16::Wide(_)) {
         return 0;
@@ -271,8 +272,8 @@ pub(super) fn mono16_colour_level_pair(
     // SAFETY: AVX-512 F and BW are available (checked just above).
     unsafe {
         match gamma {
-            None => colour_pair::<false>(lin, src0, src1, out, colours, None),
-            Some(c) => colour_pair::<true>(lin, src0, src1, out, colours, Some(c)),
+            None => colour_pair::<false>(lin, src0, src1, out, colours, None, ahead),
+            Some(c) => colour_pair::<true>(lin, src0, src1, out, colours, Some(c), ahead),
         }
     }
 }
@@ -286,6 +287,7 @@ pub(super) fn mono16_luma_row(
     dst: &mut [u8],
     curve: &GammaCurve,
     invert: bool,
+    ahead: Ahead<'_>,
 ) -> usize {
     if !available() || matches!(lin, Linear16::Wide(_)) {
         return 0;
@@ -293,9 +295,9 @@ pub(super) fn mono16_luma_row(
     // SAFETY: AVX-512 F and BW are available (checked just above).
     unsafe {
         if invert {
-            luma_row::<true>(lin, src, dst, curve)
+            luma_row::<true>(lin, src, dst, curve, ahead)
         } else {
-            luma_row::<false>(lin, src, dst, curve)
+            luma_row::<false>(lin, src, dst, curve, ahead)
         }
     }
 }
@@ -311,12 +313,13 @@ pub(super) fn mono16_saturation_pair(
     out: &mut RowPair<'_>,
     curve: &GammaCurve,
     sat_at: u16,
+    ahead: Ahead<'_>,
 ) -> usize {
     if !available() || matches!(lin, Linear16::Wide(_)) {
         return 0;
     }
     // SAFETY: AVX-512 F and BW are available (checked just above).
-    unsafe { saturation_pair(lin, src0, src1, out, curve, sat_at) }
+    unsafe { saturation_pair(lin, src0, src1, out, curve, sat_at, ahead) }
 }
 
 /// Pixels a row-pair kernel can map with whole steps.
@@ -334,6 +337,7 @@ fn luma_row<const INVERT: bool>(
     src: &[u8],
     dst: &mut [u8],
     curve: &GammaCurve,
+    ahead: Ahead<'_>,
 ) -> usize {
     let Some(w) = Window::new(lin) else {
         return 0;
@@ -344,6 +348,8 @@ fn luma_row<const INVERT: bool>(
     let body = n - n % (2 * STEP);
     let flip = _mm512_set1_epi16(if INVERT { 0xff } else { 0 });
     for x in (0..body).step_by(2 * STEP) {
+        ahead.fetch(2 * x);
+        ahead.fetch(2 * x + 64);
         // SAFETY: x + 64 <= body <= n, so src[2x..2x + 128] and dst[x..x + 64] are in
         // bounds.
         unsafe {
@@ -369,6 +375,7 @@ fn saturation_pair(
     out: &mut RowPair<'_>,
     curve: &GammaCurve,
     sat_at: u16,
+    ahead: Ahead<'_>,
 ) -> usize {
     let Some(w) = Window::new(lin) else {
         return 0;
@@ -380,6 +387,7 @@ fn saturation_pair(
     let sat_y = saturated_entry() as u8;
     let chroma = saturation_chroma();
     for x in (0..body).step_by(STEP) {
+        ahead.fetch(2 * x);
         // SAFETY: x + 32 <= body, so src0/src1[2x..2x + 64], y0/y1[x..x + 32] and
         // u/v[x/2..x/2 + 16] are in bounds.
         let any = unsafe {
@@ -417,6 +425,7 @@ fn colour_pair<const GAMMA: bool>(
     out: &mut RowPair<'_>,
     colours: &ColourTable,
     gamma: Option<&GammaCurve>,
+    ahead: Ahead<'_>,
 ) -> usize {
     let Some(w) = Window::new(lin) else {
         return 0;
@@ -442,6 +451,8 @@ fn colour_pair<const GAMMA: bool>(
     let gather = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
     let pairs = body - body % (2 * STEP);
     for x in (0..pairs).step_by(2 * STEP) {
+        ahead.fetch(2 * x);
+        ahead.fetch(2 * x + 64);
         // SAFETY: x + 64 <= body, so src0/src1[2x..2x + 128], y0/y1[x..x + 64] and
         // u/v[x/2..x/2 + 32] are in bounds.
         unsafe {
