@@ -924,9 +924,31 @@ pub(crate) struct DownscaleScratch {
 /// Two passes per output row: source rows are summed into 32-bit column sums
 /// (vectorised; a column sum is at most `factor * 65535`, which fits because a frame's
 /// side cannot exceed 2^16 times the 16-pixel minimum output), then each output sample
-/// sums `factor` columns and divides with rounding.
+/// sums `factor` columns and divides with rounding. With AVX2 the same code is compiled
+/// for 256-bit vectors, and Mono16 2x2 binning (the common case) is one pass over each
+/// row pair instead (`avx2::bin2_mono16`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn downscale(
+    format: PixelFormat,
+    src: &[u8],
+    stride: usize,
+    factor: usize,
+    size: (usize, usize),
+    saturate_at: Option<u16>,
+    scratch: &mut DownscaleScratch,
+    dst: &mut Vec<u8>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::downscale(format, src, stride, factor, size, saturate_at, scratch, dst) {
+        return;
+    }
+    downscale_impl(format, src, stride, factor, size, saturate_at, scratch, dst);
+}
+
+/// [`downscale`], inlined into each instruction set's version.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn downscale_impl(
     format: PixelFormat,
     src: &[u8],
     stride: usize,
@@ -1189,9 +1211,9 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{
-        mono16_colour_pair_impl, mono16_luma_row_scalar, mono16_saturation_pair_scalar,
-        paint_saturated, saturated_entry, saturation_chroma, Ahead, Linear16, RowPair, INDEX_MAX,
-        SATURATED, TABLE_LEN,
+        downscale_impl, mono16_colour_pair_impl, mono16_luma_row_scalar,
+        mono16_saturation_pair_scalar, paint_saturated, saturated_entry, saturation_chroma, Ahead,
+        DownscaleScratch, Linear16, PixelFormat, RowPair, INDEX_MAX, SATURATED, TABLE_LEN,
     };
 
     /// Pixels per step: two 256-bit loads of 16 samples per row.
@@ -1240,6 +1262,106 @@ mod avx2 {
         // SAFETY: AVX2 is available (checked just above).
         unsafe { apply_row::<INVERT>(lin, src, dst, ahead) };
         true
+    }
+
+    /// Runs [`super::downscale`] with AVX2 if the CPU has it: [`bin2_mono16`] for
+    /// Mono16 2x2 binning without the saturation warning, otherwise the generic code
+    /// compiled for AVX2. `false` if the caller must do the work.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn downscale(
+        format: PixelFormat,
+        src: &[u8],
+        stride: usize,
+        factor: usize,
+        size: (usize, usize),
+        saturate_at: Option<u16>,
+        scratch: &mut DownscaleScratch,
+        dst: &mut Vec<u8>,
+    ) -> bool {
+        if !available() {
+            return false;
+        }
+        let mono16 = matches!(format, PixelFormat::Mono16 { .. });
+        // SAFETY (both): AVX2 is available (checked just above).
+        if mono16 && factor == 2 && saturate_at.is_none() {
+            unsafe { bin2_mono16(src, stride, size, dst) };
+        } else {
+            unsafe {
+                downscale_generic(format, src, stride, factor, size, saturate_at, scratch, dst)
+            };
+        }
+        true
+    }
+
+    /// The generic [`super::downscale`] with AVX2 enabled, so that its column sums and
+    /// means vectorise over 256 bits.
+    ///
+    /// # Safety
+    /// AVX2 must be available.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2")]
+    unsafe fn downscale_generic(
+        format: PixelFormat,
+        src: &[u8],
+        stride: usize,
+        factor: usize,
+        size: (usize, usize),
+        saturate_at: Option<u16>,
+        scratch: &mut DownscaleScratch,
+        dst: &mut Vec<u8>,
+    ) {
+        downscale_impl(format, src, stride, factor, size, saturate_at, scratch, dst);
+    }
+
+    /// Mono16 2x2 binning in one pass per row pair: per output sample
+    /// `(a + b + c + d + 2) / 4` of the block, as the generic code rounds. Each 32-bit
+    /// lane adds its two 16-bit samples (horizontal neighbours), the rows add, and
+    /// `vpackusdw` packs the means back to 16 bits. The next row pair is prefetched as
+    /// in the mapping kernels ([`Ahead`]).
+    ///
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    unsafe fn bin2_mono16(
+        src: &[u8],
+        stride: usize,
+        (out_w, out_h): (usize, usize),
+        dst: &mut Vec<u8>,
+    ) {
+        dst.resize(out_w * out_h * 2, 0);
+        let row = |y: usize| &src[y * stride..y * stride + 4 * out_w];
+        let ahead = |y: usize| src.get(y * stride..y * stride + 4 * out_w).unwrap_or(&[]);
+        // Output samples per step: 16, from 32 samples (64 bytes) of each source row.
+        let body = out_w - out_w % 16;
+        for (oy, d) in dst.chunks_exact_mut(2 * out_w).enumerate() {
+            let (r0, r1) = (row(2 * oy), row(2 * oy + 1));
+            let next = Ahead::new(ahead(2 * oy + 2), ahead(2 * oy + 3));
+            for x in (0..body).step_by(16) {
+                next.fetch(4 * x);
+                // SAFETY: x + 16 <= out_w, so r0/r1[4x..4x + 64] and d[2x..2x + 32] are in
+                // bounds (each source row holds 4 * out_w bytes); the intrinsics need
+                // AVX2, which this function enables.
+                unsafe {
+                    let pairs = |v: __m256i| {
+                        let lo = _mm256_and_si256(v, _mm256_set1_epi32(0xffff));
+                        _mm256_add_epi32(lo, _mm256_srli_epi32::<16>(v))
+                    };
+                    let mean = |at: usize| {
+                        let sum = _mm256_add_epi32(pairs(load(r0, at)), pairs(load(r1, at)));
+                        _mm256_srli_epi32::<2>(_mm256_add_epi32(sum, _mm256_set1_epi32(2)))
+                    };
+                    // Per 128-bit lane: 4 means of the first half, then 4 of the second.
+                    let m = _mm256_packus_epi32(mean(4 * x), mean(4 * x + 32));
+                    store(d, 2 * x, _mm256_permute4x64_epi64::<0b11_01_10_00>(m));
+                }
+            }
+            let at = |r: &[u8], i: usize| u32::from(u16::from_le_bytes([r[2 * i], r[2 * i + 1]]));
+            for x in body..out_w {
+                let sum = at(r0, 2 * x) + at(r0, 2 * x + 1) + at(r1, 2 * x) + at(r1, 2 * x + 1);
+                d[2 * x..2 * x + 2].copy_from_slice(&(((sum + 2) / 4) as u16).to_le_bytes());
+            }
+        }
     }
 
     /// Whether a row pair has the lengths of two full I420 rows (so an even width): the
