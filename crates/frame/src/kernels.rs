@@ -530,7 +530,7 @@ pub(crate) fn mono8_luma_row(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
 ///
 /// A 2048-pixel Mono16 row is one 4 KiB page, and the hardware prefetchers stop at page
 /// boundaries, so without this every row starts with its first lines missing in every
-/// cache level. Fetching one row (or row pair) ahead made 2048x2048 map 15-30% faster
+/// cache level. Fetching one row (or row pair) ahead made 2048x2048 map about 20% faster
 /// (docs/benchmarks.md). Fetching the first lines of the next rows all at once, before
 /// a row, did not help: the fetches must be spread over the row.
 #[derive(Clone, Copy, Default)]
