@@ -252,7 +252,7 @@ function onVideoFrame(_now, meta) {
     $("latencyText").textContent = `capture → display ${latency.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${s.seq}`;
     window.lumacast.latency = { last: latency, p50, seq: s.seq, samples: latencySamples.length };
   } else {
-    $("latencyText").textContent = "capture → display: no readable timestamp stripe (needs ≥ 512 px width, gray map)";
+    $("latencyText").textContent = "capture → display: no readable timestamp stripe (it needs the unscaled picture, ≥ 512 px wide: no binning or size limit)";
   }
   video.requestVideoFrameCallback(onVideoFrame);
 }
