@@ -239,7 +239,7 @@ impl GammaCurve {
                 }
                 let b0 = at(start);
                 // Over 64 indices; the last segment stops short, at INDEX_MAX.
-                let span = i32::from(end - 1 - start);
+                let span = i32::from(end - 1 - start).max(1);
                 let rise = if end - start == GAMMA_SEGMENT {
                     at(end) - b0
                 } else {
