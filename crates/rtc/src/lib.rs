@@ -28,6 +28,7 @@ mod viewer;
 pub mod wire;
 
 pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
+pub use client::ClientOptions;
 pub use error::RtcError;
 pub use mux::{MuxStats, UdpMux};
 pub use netif::interface_addrs;
