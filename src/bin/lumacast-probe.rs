@@ -3,6 +3,17 @@
 //! capture-to-decoded latency, fps, sequence gaps and time to first frame.
 //!
 //! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json] [--whep]
+//!     [--bind IP] [--nack] [--twcc] [--warmup 3]
+//!
+//! `--bind IP` gathers the ICE host candidate on that address (default 127.0.0.1; e.g. a
+//! network namespace's veth address). `--nack` offers NACK (the client asks for lost
+//! packets again and waits up to 300 ms for them), `--twcc` offers transport-wide
+//! congestion control feedback, as a browser does. `--warmup S` (default 3) starts the
+//! "after warmup" figures S seconds after the answer was applied: fps, the longest gap
+//! between decoded pictures (the window's edges count), capture → decoded latency from the
+//! stripe (full-resolution pictures only) and from the RTP timestamp (every picture: the
+//! server's RTP clock is its capture clock, calibrated here on the pictures with a stripe),
+//! and the decoded picture sizes.
 //!
 //! `--whep` treats the URL as a WHEP endpoint (e.g. `http://127.0.0.1:8080/whep/synthetic`)
 //! and offers there as `application/sdp` (any WHEP server that sends the stripe works).
@@ -17,7 +28,7 @@
 use anyhow::{bail, Context};
 use lumacast_encode::Decoder;
 use lumacast_frame::stripe;
-use lumacast_rtc::{ClientEvent, ViewerClient};
+use lumacast_rtc::{ClientEvent, ClientOptions, ViewerClient};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -100,6 +111,136 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// One decoded picture.
+struct Decoded {
+    /// Seconds since the measurement started (the answer was applied).
+    t: f64,
+    /// Wall clock when it was decoded (µs since the UNIX epoch).
+    decoded_us: u64,
+    width: u32,
+    height: u32,
+    rtp_ts: u32,
+    /// The stripe, when readable (full resolution) and plausible.
+    stripe: Option<stripe::StripeReading>,
+}
+
+/// A stripe read from a picture that is not at the stripe's own scale gives arbitrary bits;
+/// a real capture time is within a minute of now.
+fn plausible(s: &stripe::StripeReading, decoded_us: u64) -> bool {
+    s.t_us <= decoded_us + 1_000_000 && decoded_us - s.t_us.min(decoded_us) < 60_000_000
+}
+
+/// p50/p99 of `v` in the JSON shape `{p50_ms, p99_ms, samples}`.
+fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
+    let finite = |x: f64| if x.is_finite() { Some(x) } else { None };
+    let n = v.len();
+    serde_json::json!({
+        "p50_ms": finite(pct(&mut v, 0.5)),
+        "p99_ms": finite(pct(&mut v, 0.99)),
+        "samples": n,
+    })
+}
+
+/// What the run after the warmup looked like.
+struct AfterWarmup {
+    fps: f64,
+    max_gap_ms: f64,
+    /// Capture → decoded from the stripe (full-resolution frames only).
+    stripe_latency: Vec<f64>,
+    /// Capture → decoded from the RTP timestamp, calibrated on the stripe (every frame);
+    /// `None` when no frame with a stripe was decoded.
+    rtp_latency: Option<Vec<f64>>,
+    /// Calibration frames and the spread of their offsets (ms).
+    calibration: (usize, f64),
+    sizes: std::collections::BTreeMap<String, u64>,
+}
+
+/// The measurement window is `[warmup, end]` (seconds since the start). Gaps include the
+/// window's edges: a viewer frozen at the end of the run shows that freeze.
+fn after_warmup(frames: &[Decoded], warmup: f64, end: f64) -> AfterWarmup {
+    let warmup = warmup.min(end);
+    let inside: Vec<&Decoded> = frames.iter().filter(|f| f.t >= warmup).collect();
+    let span = end - warmup;
+    let fps = if span > 0.0 {
+        inside.len() as f64 / span
+    } else {
+        0.0
+    };
+    let mut edges = vec![warmup];
+    edges.extend(inside.iter().map(|f| f.t));
+    edges.push(end);
+    let max_gap_ms = edges
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * 1000.0)
+        .fold(0.0, f64::max);
+    let stripe_latency = inside
+        .iter()
+        .filter_map(|f| {
+            f.stripe
+                .map(|s| (f.decoded_us as f64 - s.t_us as f64) / 1000.0)
+        })
+        .collect();
+    // RTP timestamps are capture times on a 90 kHz clock plus a per-viewer offset:
+    // unwrap them, then the offset to the wall clock is what the stripe frames say.
+    let mut ext = Vec::with_capacity(frames.len());
+    let mut prev: Option<(u32, i64)> = None;
+    for f in frames {
+        let e = match prev {
+            Some((ts, e)) => e + i64::from(f.rtp_ts.wrapping_sub(ts) as i32),
+            None => 0,
+        };
+        prev = Some((f.rtp_ts, e));
+        ext.push(e);
+    }
+    let mut offsets: Vec<f64> = frames
+        .iter()
+        .zip(&ext)
+        .filter_map(|(f, &e)| f.stripe.map(|s| s.t_us as f64 - e as f64 * 100.0 / 9.0))
+        .collect();
+    let spread = offsets.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        - offsets.iter().copied().fold(f64::INFINITY, f64::min);
+    let points = offsets.len();
+    let rtp_latency = (!offsets.is_empty()).then(|| {
+        let offset = pct(&mut offsets, 0.5);
+        frames
+            .iter()
+            .zip(&ext)
+            .filter(|(f, _)| f.t >= warmup)
+            .map(|(f, &e)| (f.decoded_us as f64 - (offset + e as f64 * 100.0 / 9.0)) / 1000.0)
+            .collect()
+    });
+    let mut sizes = std::collections::BTreeMap::new();
+    for f in &inside {
+        *sizes
+            .entry(format!("{}x{}", f.width, f.height))
+            .or_insert(0) += 1;
+    }
+    AfterWarmup {
+        fps,
+        max_gap_ms,
+        stripe_latency,
+        rtp_latency,
+        calibration: (points, if points > 0 { spread / 1000.0 } else { 0.0 }),
+        sizes,
+    }
+}
+
+/// Decoded frames per second of the run, and their sizes.
+fn per_second(frames: &[Decoded], end: f64) -> Vec<(u64, std::collections::BTreeMap<String, u64>)> {
+    let n = end.ceil().max(0.0) as usize;
+    let mut out = vec![(0u64, std::collections::BTreeMap::new()); n];
+    for f in frames {
+        if let Some(slot) = out.get_mut(f.t as usize) {
+            slot.0 += 1;
+            *slot
+                .1
+                .entry(format!("{}x{}", f.width, f.height))
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -114,11 +255,18 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let seconds: f64 = opt("--seconds").map_or(Ok(10.0), |s| s.parse())?;
+    let warmup: f64 = opt("--warmup").map_or(Ok(3.0), |s| s.parse())?;
+    let bind: std::net::IpAddr = opt("--bind").map_or(Ok([127, 0, 0, 1].into()), |s| s.parse())?;
     let detector = opt("--detector");
     let json_out = args.iter().any(|a| a == "--json");
     let whep = args.iter().any(|a| a == "--whep");
+    let options = ClientOptions {
+        udp_addrs: vec![std::net::SocketAddr::new(bind, 0).to_string()],
+        nack: args.iter().any(|a| a == "--nack"),
+        transport_cc: args.iter().any(|a| a == "--twcc"),
+    };
 
-    let mut client = ViewerClient::new(&["42e01f", "42001f"]).await?;
+    let mut client = ViewerClient::with_options(&["42e01f", "42001f"], options).await?;
     let mut body = serde_json::json!({"sdp": client.offer_sdp(), "type": "offer"});
     if let Some(d) = &detector {
         body["detectorName"] = d.clone().into();
@@ -148,11 +296,14 @@ async fn main() -> anyhow::Result<()> {
     let mut last_seq: Option<u32> = None;
     let (mut gaps, mut missing, mut frames, mut no_stripe, mut lost) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut keyframes, mut padding, mut undecodable) = (0u64, 0u64, 0u64);
     let mut first_t: Option<u64> = None;
     let mut last_t = 0u64;
     let started = Instant::now();
     // (seconds since start, latency ms) for the drift report; at most 30 fps x the run.
     let mut timed: Vec<(f64, f64)> = Vec::new();
+    // Every decoded picture (about 40 bytes each, 30 a second).
+    let mut decoded: Vec<Decoded> = Vec::new();
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < end {
         match client
@@ -162,13 +313,26 @@ async fn main() -> anyhow::Result<()> {
             Some(ClientEvent::Connected(t)) => connected = Some(t - posted),
             Some(ClientEvent::Frame(f)) => {
                 lost += u64::from(f.lost_before);
+                padding += u64::from(f.padding_before);
+                keyframes += u64::from(f.keyframe);
                 let Ok(Some(pic)) = decoder.decode(&f.access_unit) else {
+                    undecodable += 1;
                     continue;
                 };
                 let decoded_us = now_us();
                 frames += 1;
                 first_frame.get_or_insert_with(|| posted.elapsed());
-                match stripe::read_luma(&pic.y, pic.width as usize, pic.width, pic.height) {
+                let reading = stripe::read_luma(&pic.y, pic.width as usize, pic.width, pic.height)
+                    .filter(|s| plausible(s, decoded_us));
+                decoded.push(Decoded {
+                    t: started.elapsed().as_secs_f64(),
+                    decoded_us,
+                    width: pic.width,
+                    height: pic.height,
+                    rtp_ts: f.rtp_timestamp,
+                    stripe: reading,
+                });
+                match reading {
                     Some(s) => {
                         let l = (decoded_us as f64 - s.t_us as f64) / 1000.0;
                         latencies.push(l);
@@ -193,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
             None => break,
         }
     }
+    let ran = started.elapsed().as_secs_f64().min(seconds);
     client.close().await;
 
     let span = first_t.map_or(0.0, |t| (last_t.saturating_sub(t)) as f64 / 1e6);
@@ -218,8 +383,28 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         (pct(&mut first, 0.5), pct(&mut last, 0.5), total)
     });
+    let after = after_warmup(&decoded, warmup, ran);
+    let seconds_list = per_second(&decoded, ran);
+    let mut sizes = std::collections::BTreeMap::new();
+    for f in &decoded {
+        *sizes
+            .entry(format!("{}x{}", f.width, f.height))
+            .or_insert(0u64) += 1;
+    }
     if json_out {
         let finite = |x: f64| if x.is_finite() { Some(x) } else { None };
+        let rtp_latency = match &after.rtp_latency {
+            Some(v) => {
+                let mut q = quantiles(v.clone());
+                q["calibration_frames"] = after.calibration.0.into();
+                q["calibration_spread_ms"] = after.calibration.1.into();
+                q
+            }
+            None => serde_json::json!({
+                "p50_ms": null, "p99_ms": null, "samples": 0,
+                "error": "no frame with a readable stripe was decoded: nothing to calibrate the RTP clock on",
+            }),
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -236,6 +421,19 @@ async fn main() -> anyhow::Result<()> {
                 "frames_discarded_after_loss": lost,
                 "latency_ms": {"p50": finite(p50), "p90": finite(p90), "p99": finite(p99), "samples": n},
                 "drift_ms": drift.map(|(a, b, _)| b - a),
+                "seconds": ran,
+                "warmup_s": warmup,
+                "keyframes": keyframes,
+                "undecodable_frames": undecodable,
+                "padding_packets": padding,
+                "fps_after_warmup": after.fps,
+                "max_gap_ms_after_warmup": after.max_gap_ms,
+                "latency_after_warmup": quantiles(after.stripe_latency.clone()),
+                "latency_rtp_after_warmup": rtp_latency,
+                "sizes": sizes,
+                "sizes_after_warmup": after.sizes,
+                "fps_per_second": seconds_list.iter().map(|s| s.0).collect::<Vec<_>>(),
+                "sizes_per_second": seconds_list.iter().map(|s| &s.1).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -254,11 +452,43 @@ async fn main() -> anyhow::Result<()> {
             (p50, p90, p99, n),
             drift,
         );
+        print_after_warmup(&after, warmup, &sizes, &seconds_list);
     }
     if frames == 0 {
         bail!("no frame was decoded");
     }
     Ok(())
+}
+
+fn print_after_warmup(
+    after: &AfterWarmup,
+    warmup: f64,
+    sizes: &std::collections::BTreeMap<String, u64>,
+    seconds: &[(u64, std::collections::BTreeMap<String, u64>)],
+) {
+    let q = |v: &[f64]| {
+        let mut v = v.to_vec();
+        let n = v.len();
+        let (a, b) = (pct(&mut v, 0.5), pct(&mut v, 0.99));
+        format!("p50 {a:.1} ms, p99 {b:.1} ms ({n} frames)")
+    };
+    println!(
+        "after {warmup} s   {:.1} fps, longest gap {:.0} ms, sizes {:?}",
+        after.fps, after.max_gap_ms, after.sizes
+    );
+    println!("  stripe      {}", q(&after.stripe_latency));
+    match &after.rtp_latency {
+        Some(v) => println!(
+            "  rtp clock   {} (calibrated on {} frames, spread {:.2} ms)",
+            q(v),
+            after.calibration.0,
+            after.calibration.1
+        ),
+        None => println!("  rtp clock   no frame with a readable stripe: cannot calibrate"),
+    }
+    println!("sizes         {sizes:?}");
+    let fps: Vec<String> = seconds.iter().map(|s| s.0.to_string()).collect();
+    println!("fps/second    {}", fps.join(" "));
 }
 
 #[allow(clippy::too_many_arguments)]
