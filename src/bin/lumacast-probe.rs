@@ -297,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut gaps, mut missing, mut frames, mut no_stripe, mut lost) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut keyframes, mut padding, mut undecodable) = (0u64, 0u64, 0u64);
+    let (mut packets_lost, mut packets_recovered) = (0u64, 0u64);
     let mut first_t: Option<u64> = None;
     let mut last_t = 0u64;
     let started = Instant::now();
@@ -314,6 +315,8 @@ async fn main() -> anyhow::Result<()> {
             Some(ClientEvent::Frame(f)) => {
                 lost += u64::from(f.lost_before);
                 padding += u64::from(f.padding_before);
+                packets_lost += u64::from(f.packets_lost_before);
+                packets_recovered += u64::from(f.packets_recovered_before);
                 keyframes += u64::from(f.keyframe);
                 let Ok(Some(pic)) = decoder.decode(&f.access_unit) else {
                     undecodable += 1;
@@ -426,6 +429,8 @@ async fn main() -> anyhow::Result<()> {
                 "keyframes": keyframes,
                 "undecodable_frames": undecodable,
                 "padding_packets": padding,
+                "packets_lost": packets_lost,
+                "packets_recovered": packets_recovered,
                 "fps_after_warmup": after.fps,
                 "max_gap_ms_after_warmup": after.max_gap_ms,
                 "latency_after_warmup": quantiles(after.stripe_latency.clone()),
@@ -453,6 +458,9 @@ async fn main() -> anyhow::Result<()> {
             drift,
         );
         print_after_warmup(&after, warmup, &sizes, &seconds_list);
+        println!(
+            "packets      {packets_lost} lost, {packets_recovered} recovered (out of order in time), {padding} padding; {keyframes} keyframes, {undecodable} undecodable"
+        );
     }
     if frames == 0 {
         bail!("no frame was decoded");

@@ -9,6 +9,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -43,6 +44,11 @@ pub struct ReceivedFrame {
     pub packets: usize,
     /// Padding-only RTP packets (bandwidth probes) received since the previous frame.
     pub padding_before: u32,
+    /// RTP packets given up on (never came, or too late) since the previous frame.
+    pub packets_lost_before: u32,
+    /// RTP packets that came out of order but in time (retransmissions after a NACK,
+    /// reordering) since the previous frame.
+    pub packets_recovered_before: u32,
 }
 
 /// What the client reports, in order.
@@ -84,6 +90,8 @@ const REORDER_PACKETS: usize = 512;
 const REORDER_WAIT: Duration = Duration::from_millis(300);
 /// An access unit larger than this is treated as broken (keeps reassembly bounded).
 const MAX_ACCESS_UNIT: usize = 16 * 1024 * 1024;
+/// SRTP replay window with NACK (packets), as in browsers.
+const SRTP_REPLAY_WINDOW: usize = 1024;
 /// Packets NACKed at most this many times (one NACK round every 100 ms).
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
@@ -109,6 +117,11 @@ pub(crate) struct ReorderBuffer<T> {
     max_wait: Duration,
     /// Packets dropped at a resynchronisation, reported as lost on the next pop.
     flushed: u64,
+    /// Highest extended sequence number seen.
+    highest: u64,
+    /// Packets that arrived after a later one (reordered, or retransmitted) and were in
+    /// time; taken by [`take_filled`](Self::take_filled).
+    filled: u64,
 }
 
 impl<T> ReorderBuffer<T> {
@@ -121,6 +134,8 @@ impl<T> ReorderBuffer<T> {
             max_packets: max_packets.max(1),
             max_wait,
             flushed: 0,
+            highest: 0,
+            filled: 0,
         }
     }
 
@@ -138,6 +153,7 @@ impl<T> ReorderBuffer<T> {
                 self.flushed += self.pending.len() as u64;
                 self.pending.clear();
                 self.next = Some(1 << 32 | u64::from(seq));
+                self.highest = 1 << 32 | u64::from(seq);
                 self.pending.insert(1 << 32 | u64::from(seq), (at, item));
                 return true;
             }
@@ -146,6 +162,10 @@ impl<T> ReorderBuffer<T> {
         if self.pending.contains_key(&ext) {
             return false;
         }
+        if ext < self.highest {
+            self.filled += 1;
+        }
+        self.highest = self.highest.max(ext);
         self.pending.insert(ext, (at, item));
         true
     }
@@ -167,6 +187,11 @@ impl<T> ReorderBuffer<T> {
             return Some(Reordered::Lost(first - next));
         }
         None
+    }
+
+    /// Packets that filled a gap in time since the last call (retransmissions, reordering).
+    pub(crate) fn take_filled(&mut self) -> u64 {
+        std::mem::take(&mut self.filled)
     }
 
     /// When [`pop`](Self::pop) gives up the current gap if nothing fills it.
@@ -221,6 +246,8 @@ struct Assembler {
     need_idr: bool,
     lost: u32,
     padding: u32,
+    packets_lost: u32,
+    packets_filled: u32,
 }
 
 /// True when an RTP payload (single NAL or STAP-A) begins with an SPS.
@@ -247,11 +274,16 @@ impl Assembler {
             need_idr: false,
             lost: 0,
             padding: 0,
+            packets_lost: 0,
+            packets_filled: 0,
         }
     }
 
     /// Packets were given up on (they will never be handed on).
-    fn lost_packets(&mut self) {
+    fn lost_packets(&mut self, n: u64) {
+        self.packets_lost = self
+            .packets_lost
+            .saturating_add(n.min(u64::from(u32::MAX)) as u32);
         self.gap = true;
         self.depacketizer = H264Packet::default();
     }
@@ -321,6 +353,8 @@ impl Assembler {
             keyframe,
             packets,
             padding_before: std::mem::take(&mut self.padding),
+            packets_lost_before: std::mem::take(&mut self.packets_lost),
+            packets_recovered_before: std::mem::take(&mut self.packets_filled),
         })
     }
 }
@@ -380,9 +414,11 @@ async fn receive(
             reorder.push(pkt.header.sequence_number, Instant::now(), pkt);
         }
         let now = Instant::now();
+        let filled = reorder.take_filled().min(u64::from(u32::MAX)) as u32;
+        assembler.packets_filled = assembler.packets_filled.saturating_add(filled);
         while let Some(r) = reorder.pop(now) {
             match r {
-                Reordered::Lost(_) => assembler.lost_packets(),
+                Reordered::Lost(n) => assembler.lost_packets(n),
                 Reordered::Packet { at, item } => assembler.packet(at, &item, now, &mut out),
             }
         }
@@ -486,10 +522,18 @@ impl ViewerClient {
         } else {
             Duration::ZERO
         };
+        // webrtc-rs checks SRTP replays over a 64-packet window: a retransmission that
+        // comes after a keyframe's burst (hundreds of packets) would be dropped as a
+        // replay. Browsers use 1024 packets (libwebrtc's SrtpSession).
+        let mut settings = SettingEngineBuilder::new();
+        if opts.nack {
+            settings = settings.with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW);
+        }
         let (gathering_tx, mut gathering_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(256);
         let track = Arc::new(std::sync::Mutex::new(None));
         let pc = PeerConnectionBuilder::new()
+            .with_setting_engine(settings.build())
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
@@ -643,6 +687,8 @@ mod tests {
             vec![2, 3, 4]
         );
         assert_eq!(b.deadline(), None);
+        assert_eq!(b.take_filled(), 1, "2 filled its gap");
+        assert_eq!(b.take_filled(), 0);
     }
 
     #[test]
@@ -778,12 +824,12 @@ mod tests {
         a.packet(t, &rtp(1, 0, true, P), t, &mut out);
         // a lost packet inside the next frame
         a.packet(t, &rtp(2, 3000, false, P), t, &mut out);
-        a.lost_packets();
+        a.lost_packets(1);
         a.packet(t, &rtp(4, 3000, true, P), t, &mut out);
         // a whole P frame after it: its reference is gone
         a.packet(t, &rtp(5, 6000, true, P), t, &mut out);
         // a gap right before a keyframe starting with its SPS: the keyframe is whole
-        a.lost_packets();
+        a.lost_packets(1);
         a.packet(t, &rtp(7, 9000, false, SPS), t, &mut out);
         a.packet(t, &rtp(8, 9000, false, PPS), t, &mut out);
         a.packet(t, &rtp(9, 9000, true, IDR), t, &mut out);
@@ -808,14 +854,14 @@ mod tests {
         a.packet(t, &rtp(1, 0, false, SPS), t, &mut out);
         a.packet(t, &rtp(2, 0, false, IDR), t, &mut out);
         // the marker packet is lost
-        a.lost_packets();
+        a.lost_packets(1);
         // the next frame's first packet may be lost too: discarded
         a.packet(t, &rtp(4, 3000, true, P), t, &mut out);
         assert_eq!(frames(&mut out), vec![None, None]);
         // a lost padding packet before a P frame also counts as a gap (as in a browser)
         let mut a = Assembler::new();
         a.packet(t, &rtp(1, 0, true, P), t, &mut out);
-        a.lost_packets();
+        a.lost_packets(1);
         a.packet(t, &rtp(3, 3000, true, P), t, &mut out);
         assert_eq!(frames(&mut out), vec![Some((0, false)), None]);
     }
