@@ -2,6 +2,8 @@
 //! real WebRTC viewer that decodes what it receives.
 #![allow(dead_code)]
 
+pub mod netlab;
+
 use lumacast::Config;
 use lumacast_encode::Decoder;
 use lumacast_frame::stripe::{self, StripeReading};
@@ -366,9 +368,19 @@ pub async fn real_offer() -> String {
 /// its address. Its stdout (the log) is drained in the background, or the server would
 /// block once the pipe is full. The child is killed when dropped.
 pub async fn spawn_binary(args: &[&str]) -> (tokio::process::Child, TestServer) {
+    spawn_binary_at("127.0.0.1:0", "127.0.0.1:0", args).await
+}
+
+/// Like [`spawn_binary`], listening on `listen` and gathering ICE on `ice_addrs`
+/// (comma-separated, as `--ice-addr` takes them).
+pub async fn spawn_binary_at(
+    listen: &str,
+    ice_addrs: &str,
+    args: &[&str],
+) -> (tokio::process::Child, TestServer) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lumacast"))
-        .args(["--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
+        .args(["--listen", listen, "--ice-addr", ice_addrs])
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
