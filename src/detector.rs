@@ -74,7 +74,7 @@ impl Running {
     /// How a viewer asks this detector's encoder for a keyframe.
     pub fn keyframe_request(&self) -> KeyframeRequest {
         let gate = self.gate.clone();
-        KeyframeRequest::new(move |_reason| gate.request())
+        KeyframeRequest::new(move |rendition, _reason| gate.request(rendition))
     }
 
     /// Stops the threads and closes the viewers; blocks until the threads have ended

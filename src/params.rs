@@ -57,7 +57,13 @@ pub struct StreamParams {
     pub bitrate: Option<u32>,
     /// Frames between periodic IDRs (0 = only the first and requested ones).
     pub keyint: u32,
+    /// The rendition ladder as size divisors, best first: `[1, 2, 4]` is full, half and
+    /// quarter size; `[1]` turns the ladder off (every viewer gets the full size).
+    pub ladder: Vec<u32>,
 }
+
+/// The ladder a detector starts with: full, half and quarter size.
+pub const DEFAULT_LADDER: [u32; 3] = [1, 2, 4];
 
 impl StreamParams {
     /// Defaults for a detector, with the bitrate (0 = from the picture size) and keyframe
@@ -69,6 +75,7 @@ impl StreamParams {
             max_fps: None,
             bitrate: (bitrate > 0).then_some(bitrate),
             keyint,
+            ladder: DEFAULT_LADDER.to_vec(),
         }
     }
 
@@ -99,6 +106,7 @@ impl StreamParams {
             "max_fps": self.max_fps,
             "bitrate": self.bitrate,
             "keyint": self.keyint,
+            "ladder": self.ladder,
         })
     }
 
@@ -209,6 +217,7 @@ impl StreamParams {
                     }
                     p.keyint = n;
                 }
+                "ladder" => p.ladder = parse_ladder(k, v)?,
                 _ => return Err(bad(k, "unknown parameter")),
             }
         }
@@ -356,6 +365,7 @@ pub fn from_imswitch(
         "max_fps",
         "bitrate",
         "keyint",
+        "ladder",
     ];
     let mut patch = Map::new();
     let mut ignored = Vec::new();
@@ -532,6 +542,11 @@ mod tests {
             (json!({"max_fps": 1000}), "max_fps"),
             (json!({"bitrate": 10}), "bitrate"),
             (json!({"keyint": 5000}), "keyint"),
+            (json!({"ladder": [2, 4]}), "ladder"),
+            (json!({"ladder": [1, 1]}), "ladder"),
+            (json!({"ladder": [1, 2, 4, 8, 16]}), "ladder"),
+            (json!({"ladder": [1, 0]}), "ladder"),
+            (json!({"ladder": "x"}), "ladder"),
             (json!({"brightness": 3}), "brightness"),
         ] {
             let e = patch(&p, body.clone()).unwrap_err();
@@ -581,5 +596,40 @@ mod tests {
             let p = patch(&StreamParams::new(0, 0), json!({ "gamma": g })).unwrap();
             assert_eq!(p.to_json()["gamma"], json!(g), "{g}");
         }
+    }
+}
+
+/// `ladder`: `null` (the default), `false` or `[1]` (off), `true` (the default), or the
+/// size divisors best first: `[1, 2, 4]`. The first must be 1 (the top rendition is the
+/// configured picture); each next one larger; at most four steps of at most 16.
+fn parse_ladder(k: &str, v: &Value) -> Result<Vec<u32>, ParamError> {
+    match v {
+        Value::Null | Value::Bool(true) => Ok(DEFAULT_LADDER.to_vec()),
+        Value::Bool(false) => Ok(vec![1]),
+        Value::Array(items) => {
+            let steps: Vec<u32> = items
+                .iter()
+                .map(|x| {
+                    x.as_u64()
+                        .filter(|d| (1..=16).contains(d))
+                        .map(|d| d as u32)
+                        .ok_or_else(|| bad(k, "each step must be a whole divisor 1..=16"))
+                })
+                .collect::<Result<_, _>>()?;
+            if steps.first() != Some(&1) {
+                return Err(bad(k, "the first step must be 1 (the full-size rendition)"));
+            }
+            if steps.len() > lumacast_rtc::MAX_RENDITIONS {
+                return Err(bad(
+                    k,
+                    format!("at most {} steps", lumacast_rtc::MAX_RENDITIONS),
+                ));
+            }
+            if steps.windows(2).any(|w| w[1] <= w[0]) {
+                return Err(bad(k, "steps must grow: [1, 2, 4]"));
+            }
+            Ok(steps)
+        }
+        _ => Err(bad(k, "must be true, false or a list of divisors like [1, 2, 4]")),
     }
 }

@@ -66,6 +66,41 @@ impl I420Frame {
         self.u.resize(luma / 4, 128);
         self.v.resize(luma / 4, 128);
     }
+
+    /// Writes this picture shrunk by `factor` in each direction into `out` (a box filter:
+    /// each output sample is the rounded mean of a `factor` x `factor` block). The output
+    /// size is rounded down to even; the right and bottom edges that do not fill a whole
+    /// block are left out. Used for the smaller renditions of a ladder, which are made
+    /// from the full-size picture once per frame however many viewers watch them.
+    pub fn downscale_into(&self, factor: u32, out: &mut I420Frame) {
+        let f = factor.max(1) as usize;
+        let (w, h) = ((self.width as usize / f) & !1, (self.height as usize / f) & !1);
+        out.set_size(w as u32, h as u32);
+        out.seq = self.seq;
+        out.captured_us = self.captured_us;
+        box_shrink(&self.y, self.width as usize, f, &mut out.y, w, h);
+        let cw = self.width as usize / 2;
+        box_shrink(&self.u, cw, f, &mut out.u, w / 2, h / 2);
+        box_shrink(&self.v, cw, f, &mut out.v, w / 2, h / 2);
+    }
+}
+
+/// Box-filters a plane of row stride `stride` by `f` into `out` (`w` x `h`, packed).
+fn box_shrink(src: &[u8], stride: usize, f: usize, out: &mut [u8], w: usize, h: usize) {
+    let n = (f * f) as u32;
+    let mut sums = vec![0u32; w];
+    for (oy, row) in out.chunks_exact_mut(w.max(1)).take(h).enumerate() {
+        sums.iter_mut().for_each(|s| *s = 0);
+        for sy in oy * f..oy * f + f {
+            let line = &src[sy * stride..sy * stride + w * f];
+            for (s, block) in sums.iter_mut().zip(line.chunks_exact(f)) {
+                *s += block.iter().map(|&v| u32::from(v)).sum::<u32>();
+            }
+        }
+        for (o, s) in row.iter_mut().zip(&sums) {
+            *o = ((s + n / 2) / n) as u8;
+        }
+    }
 }
 
 /// Raw-value range that is stretched linearly over the 8-bit output (min -> 0,
@@ -216,6 +251,37 @@ impl Converter {
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    #[test]
+    fn downscale_is_the_rounded_block_mean_with_even_sizes() {
+        let mut src = I420Frame::default();
+        src.set_size(10, 6);
+        for (i, v) in src.y.iter_mut().enumerate() {
+            *v = (i * 7 % 256) as u8;
+        }
+        src.u.iter_mut().enumerate().for_each(|(i, v)| *v = i as u8 * 3);
+        src.seq = 9;
+        let mut out = I420Frame::default();
+        src.downscale_into(2, &mut out);
+        assert_eq!((out.width, out.height, out.seq), (4, 2, 9));
+        let mean = |x: usize, y: usize| {
+            let at = |dx: usize, dy: usize| u32::from(src.y[(2 * y + dy) * 10 + 2 * x + dx]);
+            ((at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1) + 2) / 4) as u8
+        };
+        for y in 0..2 {
+            for x in 0..4 {
+                assert_eq!(out.y[y * 4 + x], mean(x, y), "({x},{y})");
+            }
+        }
+        assert_eq!(out.u.len(), 2);
+        // chroma (5x3) by 2: samples (0,0),(1,0),(5,0)... of the 5-wide plane
+        let u = |x: usize, y: usize| u32::from(src.u[y * 5 + x]);
+        assert_eq!(u32::from(out.u[1]), (u(2, 0) + u(3, 0) + u(2, 1) + u(3, 1) + 2) / 4);
+        src.downscale_into(1, &mut out);
+        assert_eq!((out.width, out.height), (10, 6));
+        assert_eq!(out.y, src.y);
+    }
+
     use super::*;
     use crate::stripe;
 

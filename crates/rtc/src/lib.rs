@@ -16,9 +16,12 @@
 //! - every wait has a bound: ICE gathering, connecting, and the whole session lifetime is
 //!   tied to the detector's frame bus.
 
+pub mod bwe;
+mod bus;
 mod client;
 mod error;
 mod interceptor;
+pub mod ladder;
 mod mux;
 mod netif;
 pub mod offer;
@@ -27,6 +30,9 @@ mod runtime;
 mod viewer;
 pub mod wire;
 
+pub use bus::{FrameBus, KeyframeRequest, MAX_RENDITIONS};
+pub use bwe::{EstimateSnapshot, LinkEstimator};
+pub use ladder::{ladder, Rendition, RenditionChooser};
 pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use client::ClientOptions;
 pub use error::RtcError;
@@ -36,7 +42,7 @@ pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;
 pub use viewer::{
-    answer_offer, FrameBus, KeyframeRequest, RtcConfig, ViewerRegistry, ViewerSession,
+    answer_offer, RtcConfig, ViewerRegistry, ViewerSession,
     ViewerSnapshot,
 };
 

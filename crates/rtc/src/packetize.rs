@@ -26,6 +26,8 @@ pub struct MediaFrame {
     pub captured_us: u64,
     /// When the encoder finished this access unit.
     pub encoded: Instant,
+    /// The ladder step this frame belongs to (0 = full size).
+    pub rendition: usize,
 }
 
 impl MediaFrame {

@@ -2,7 +2,8 @@
 
 use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder};
 use crate::wire::WireTap;
-use crate::{analyze_offer, MediaFrame, RtcError};
+use crate::bus::{FrameBus, KeyframeRequest};
+use crate::{analyze_offer, RtcError};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -41,59 +42,6 @@ impl Drop for AbortOnDrop {
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 /// Connectivity-check attempts per pair: 280 x 5 ms = the 1.4 s webrtc-rs gives by default.
 const ICE_CHECK_ATTEMPTS: u16 = 280;
-
-/// The fan-out from one detector's encoder to its viewers. Bounded: see [`FrameBus::new`].
-#[derive(Clone, Debug)]
-pub struct FrameBus {
-    tx: broadcast::Sender<Arc<MediaFrame>>,
-}
-
-impl FrameBus {
-    /// Frames held for a slow viewer before it starts losing them (about a quarter second
-    /// at 30 fps): enough to ride out a scheduler hiccup, too little to build latency.
-    pub const CAPACITY: usize = 8;
-
-    pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(Self::CAPACITY);
-        FrameBus { tx }
-    }
-
-    /// Publishes a frame to every subscribed viewer; never blocks. Returns how many
-    /// viewers it reached.
-    pub fn publish(&self, frame: Arc<MediaFrame>) -> usize {
-        self.tx.send(frame).unwrap_or(0)
-    }
-
-    /// Number of viewers currently subscribed (connected and streaming).
-    pub fn receivers(&self) -> usize {
-        self.tx.receiver_count()
-    }
-
-    /// A new subscription, for a viewer or an in-process consumer.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaFrame>> {
-        self.tx.subscribe()
-    }
-}
-
-impl Default for FrameBus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// How a viewer asks the encoder for a keyframe; the encoder side rate-limits.
-#[derive(Clone)]
-pub struct KeyframeRequest(Arc<dyn Fn(&'static str) + Send + Sync>);
-
-impl KeyframeRequest {
-    pub fn new(f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
-        KeyframeRequest(Arc::new(f))
-    }
-
-    pub fn request(&self, reason: &'static str) {
-        (self.0)(reason)
-    }
-}
 
 /// WebRTC settings shared by every viewer.
 #[derive(Debug, Clone)]
