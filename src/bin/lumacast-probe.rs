@@ -28,7 +28,7 @@
 use anyhow::{bail, Context};
 use lumacast_encode::Decoder;
 use lumacast_frame::stripe;
-use lumacast_rtc::{ClientEvent, ClientOptions, ViewerClient};
+use lumacast_rtc::{ClientEvent, ClientOptions, ClientStats, ViewerClient};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -137,6 +137,8 @@ fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
     serde_json::json!({
         "p50_ms": finite(pct(&mut v, 0.5)),
         "p99_ms": finite(pct(&mut v, 0.99)),
+        // A clearly negative minimum would mean a broken clock calibration.
+        "min_ms": finite(pct(&mut v, 0.0)),
         "samples": n,
     })
 }
@@ -296,8 +298,9 @@ async fn main() -> anyhow::Result<()> {
     let mut last_seq: Option<u32> = None;
     let (mut gaps, mut missing, mut frames, mut no_stripe, mut lost) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut keyframes, mut padding, mut undecodable) = (0u64, 0u64, 0u64);
-    let (mut packets_lost, mut packets_recovered) = (0u64, 0u64);
+    let (mut keyframes, mut undecodable) = (0u64, 0u64);
+    // The client's counters when the warmup ended, for the received bitrate after it.
+    let mut at_warmup: Option<(Instant, ClientStats)> = None;
     let mut first_t: Option<u64> = None;
     let mut last_t = 0u64;
     let started = Instant::now();
@@ -307,6 +310,9 @@ async fn main() -> anyhow::Result<()> {
     let mut decoded: Vec<Decoded> = Vec::new();
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < end {
+        if at_warmup.is_none() && started.elapsed().as_secs_f64() >= warmup {
+            at_warmup = Some((Instant::now(), client.stats()));
+        }
         match client
             .next_event(end.saturating_duration_since(Instant::now()))
             .await
@@ -314,9 +320,6 @@ async fn main() -> anyhow::Result<()> {
             Some(ClientEvent::Connected(t)) => connected = Some(t - posted),
             Some(ClientEvent::Frame(f)) => {
                 lost += u64::from(f.lost_before);
-                padding += u64::from(f.padding_before);
-                packets_lost += u64::from(f.packets_lost_before);
-                packets_recovered += u64::from(f.packets_recovered_before);
                 keyframes += u64::from(f.keyframe);
                 let Ok(Some(pic)) = decoder.decode(&f.access_unit) else {
                     undecodable += 1;
@@ -361,6 +364,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let ran = started.elapsed().as_secs_f64().min(seconds);
+    let stats = client.stats();
+    let received_kbps = at_warmup.map(|(t, w)| {
+        let secs = t.elapsed().as_secs_f64().max(1e-3);
+        (stats.payload_bytes - w.payload_bytes) as f64 * 8.0 / secs / 1000.0
+    });
     client.close().await;
 
     let span = first_t.map_or(0.0, |t| (last_t.saturating_sub(t)) as f64 / 1e6);
@@ -428,9 +436,13 @@ async fn main() -> anyhow::Result<()> {
                 "warmup_s": warmup,
                 "keyframes": keyframes,
                 "undecodable_frames": undecodable,
-                "padding_packets": padding,
-                "packets_lost": packets_lost,
-                "packets_recovered": packets_recovered,
+                "padding_packets": stats.padding,
+                "packets": stats.packets,
+                "packets_lost": stats.packets_lost,
+                "packets_recovered": stats.packets_recovered,
+                "packets_late": stats.packets_late,
+                "plis_sent": stats.plis,
+                "received_kbps_after_warmup": received_kbps,
                 "fps_after_warmup": after.fps,
                 "max_gap_ms_after_warmup": after.max_gap_ms,
                 "latency_after_warmup": quantiles(after.stripe_latency.clone()),
@@ -459,7 +471,12 @@ async fn main() -> anyhow::Result<()> {
         );
         print_after_warmup(&after, warmup, &sizes, &seconds_list);
         println!(
-            "packets      {packets_lost} lost, {packets_recovered} recovered (out of order in time), {padding} padding; {keyframes} keyframes, {undecodable} undecodable"
+            "packets       {} received, {} lost, {} recovered (out of order in time), {} late, {} padding; {} PLIs sent",
+            stats.packets, stats.packets_lost, stats.packets_recovered, stats.packets_late, stats.padding, stats.plis
+        );
+        println!(
+            "frames        {keyframes} keyframes, {undecodable} undecodable; received {} kbit/s after the warmup",
+            received_kbps.map_or("-".into(), |k| format!("{k:.0}"))
         );
     }
     if frames == 0 {
@@ -481,7 +498,7 @@ fn print_after_warmup(
         format!("p50 {a:.1} ms, p99 {b:.1} ms ({n} frames)")
     };
     println!(
-        "after {warmup} s   {:.1} fps, longest gap {:.0} ms, sizes {:?}",
+        "after {warmup} s     {:.1} fps, longest gap {:.0} ms, sizes {:?}",
         after.fps, after.max_gap_ms, after.sizes
     );
     println!("  stripe      {}", q(&after.stripe_latency));

@@ -18,6 +18,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -80,6 +81,64 @@ impl Default for ClientOptions {
             udp_addrs: vec!["127.0.0.1:0".to_string()],
             transport_cc: false,
             nack: false,
+        }
+    }
+}
+
+/// What a client received so far (all counters since it started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// RTP packets received (including padding and retransmissions).
+    pub packets: u64,
+    /// RTP payload bytes received.
+    pub payload_bytes: u64,
+    /// Padding-only packets (bandwidth probes).
+    pub padding: u64,
+    /// Packets given up on: never came, or too late.
+    pub packets_lost: u64,
+    /// Packets that came out of order but in time (retransmissions, reordering).
+    pub packets_recovered: u64,
+    /// Duplicates and packets that came after their gap was given up on.
+    pub packets_late: u64,
+    /// Frames handed out.
+    pub frames: u64,
+    /// Frames discarded: incomplete, or waiting for an IDR.
+    pub frames_discarded: u64,
+    /// Picture Loss Indications sent.
+    pub plis: u64,
+}
+
+/// The counters behind [`ClientStats`], shared with the receiving task.
+#[derive(Debug, Default)]
+struct Counters {
+    packets: AtomicU64,
+    payload_bytes: AtomicU64,
+    padding: AtomicU64,
+    packets_lost: AtomicU64,
+    packets_recovered: AtomicU64,
+    packets_late: AtomicU64,
+    frames: AtomicU64,
+    frames_discarded: AtomicU64,
+    plis: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ClientStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ClientStats {
+            packets: g(&self.packets),
+            payload_bytes: g(&self.payload_bytes),
+            padding: g(&self.padding),
+            packets_lost: g(&self.packets_lost),
+            packets_recovered: g(&self.packets_recovered),
+            packets_late: g(&self.packets_late),
+            frames: g(&self.frames),
+            frames_discarded: g(&self.frames_discarded),
+            plis: g(&self.plis),
         }
     }
 }
@@ -364,6 +423,7 @@ struct Handler {
     events: mpsc::Sender<ClientEvent>,
     track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     reorder_wait: Duration,
+    counters: Arc<Counters>,
 }
 
 #[async_trait::async_trait]
@@ -385,7 +445,12 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         *self.track.lock().unwrap_or_else(|e| e.into_inner()) = Some(track.clone());
-        tokio::spawn(receive(track, self.events.clone(), self.reorder_wait));
+        tokio::spawn(receive(
+            track,
+            self.events.clone(),
+            self.reorder_wait,
+            self.counters.clone(),
+        ));
     }
 }
 
@@ -394,6 +459,7 @@ async fn receive(
     track: Arc<dyn TrackRemote>,
     events: mpsc::Sender<ClientEvent>,
     reorder_wait: Duration,
+    counters: Arc<Counters>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let mut reorder = ReorderBuffer::new(REORDER_PACKETS, reorder_wait);
@@ -411,26 +477,41 @@ async fn receive(
                 if deadline.is_some() => None,
         };
         if let Some(TrackRemoteEvent::OnRtpPacket(pkt)) = evt {
-            reorder.push(pkt.header.sequence_number, Instant::now(), pkt);
+            Counters::add(&counters.packets, 1);
+            Counters::add(&counters.payload_bytes, pkt.payload.len() as u64);
+            if pkt.payload.is_empty() {
+                Counters::add(&counters.padding, 1);
+            }
+            if !reorder.push(pkt.header.sequence_number, Instant::now(), pkt) {
+                Counters::add(&counters.packets_late, 1);
+            }
         }
         let now = Instant::now();
-        let filled = reorder.take_filled().min(u64::from(u32::MAX)) as u32;
+        let filled = reorder.take_filled();
+        Counters::add(&counters.packets_recovered, filled);
+        let filled = filled.min(u64::from(u32::MAX)) as u32;
         assembler.packets_filled = assembler.packets_filled.saturating_add(filled);
         while let Some(r) = reorder.pop(now) {
             match r {
-                Reordered::Lost(n) => assembler.lost_packets(n),
+                Reordered::Lost(n) => {
+                    Counters::add(&counters.packets_lost, n);
+                    assembler.lost_packets(n);
+                }
                 Reordered::Packet { at, item } => assembler.packet(at, &item, now, &mut out),
             }
         }
         for a in out.drain(..) {
             match a {
                 Assembled::Frame(frame) => {
+                    Counters::add(&counters.frames, 1);
                     // Bounded: a consumer that stops reading loses frames, never memory.
                     let _ = events.try_send(ClientEvent::Frame(frame));
                 }
                 Assembled::Discarded => {
+                    Counters::add(&counters.frames_discarded, 1);
                     if last_pli.is_none_or(|t| t.elapsed() > Duration::from_millis(300)) {
                         last_pli = Some(now);
+                        Counters::add(&counters.plis, 1);
                         let _ = track
                             .write_rtcp(vec![Box::new(PictureLossIndication {
                                 sender_ssrc: 0,
@@ -457,6 +538,7 @@ pub struct ViewerClient {
     track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     events: mpsc::Receiver<ClientEvent>,
     offer_sdp: String,
+    counters: Arc<Counters>,
 }
 
 impl ViewerClient {
@@ -532,6 +614,7 @@ impl ViewerClient {
         let (gathering_tx, mut gathering_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(256);
         let track = Arc::new(std::sync::Mutex::new(None));
+        let counters = Arc::new(Counters::default());
         let pc = PeerConnectionBuilder::new()
             .with_setting_engine(settings.build())
             .with_media_engine(media_engine)
@@ -541,6 +624,7 @@ impl ViewerClient {
                 events: events_tx,
                 track: track.clone(),
                 reorder_wait,
+                counters: counters.clone(),
             }))
             .with_runtime(crate::runtime::media_runtime(None))
             .with_udp_addrs(opts.udp_addrs)
@@ -575,7 +659,13 @@ impl ViewerClient {
             track,
             events,
             offer_sdp,
+            counters,
         })
+    }
+
+    /// What was received so far (packets, losses, retransmissions, frames).
+    pub fn stats(&self) -> ClientStats {
+        self.counters.snapshot()
     }
 
     /// The gathered offer to POST.

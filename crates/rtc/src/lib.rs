@@ -35,6 +35,7 @@ pub use bwe::{EstimateSnapshot, LinkEstimator};
 pub use ladder::{ladder, Rendition, RenditionChooser};
 pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use client::ClientOptions;
+pub use client::ClientStats;
 pub use error::RtcError;
 pub use mux::{MuxStats, UdpMux};
 pub use netif::interface_addrs;
