@@ -13,6 +13,9 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # The Python push client example is run against the real endpoint (Debian's python3).
 /usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || need_apt+=(python3 python3-numpy)
+# tests/real_links.rs shapes real links: network namespaces, veth, tc (iproute2), nftables.
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -42,13 +42,14 @@ impl Probe {
         let j = &self.json;
         format!(
             "fps after warmup {:.1}, longest gap {:.0} ms, frames {}, discarded after loss {}, \
-             packets lost {} recovered {}, latency p50/p99 {}/{} ms (rtp clock {}/{} ms), sizes {}, fps per second {}",
+             packets lost {} recovered {}, received {} kbit/s, latency p50/p99 {}/{} ms (rtp clock {}/{} ms), sizes {}, fps per second {}",
             self.f("fps_after_warmup"),
             self.f("max_gap_ms_after_warmup"),
             j["frames"],
             j["frames_discarded_after_loss"],
             j["packets_lost"],
             j["packets_recovered"],
+            j["received_kbps_after_warmup"],
             j["latency_after_warmup"]["p50_ms"],
             j["latency_after_warmup"]["p99_ms"],
             j["latency_rtp_after_warmup"]["p50_ms"],
