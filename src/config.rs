@@ -15,7 +15,7 @@ pub struct Config {
 
     /// A detector to offer, as `NAME=KIND[,key=value...]`. KIND is `synthetic`,
     /// `camera`, `replay` or `push`. Keys: width, height, fps, bits (synthetic, push:
-    /// 8..16), index (camera), path (replay), bitrate (bit/s), keyint (frames). Repeat for several detectors; the first is
+    /// 8..16), index (camera), path (replay), bitrate (bit/s), keyint (frames), ladder (`1/2/4` or `off`). Repeat for several detectors; the first is
     /// the default. Default: `synthetic=synthetic`.
     #[arg(long = "detector", env = "LUMACAST_DETECTORS", value_delimiter = ';')]
     pub detectors: Vec<String>,
@@ -27,6 +27,13 @@ pub struct Config {
     /// Default frame rate of synthetic detectors.
     #[arg(long, env = "LUMACAST_FPS", default_value_t = 30.0)]
     pub fps: f64,
+
+    /// Default rendition ladder: size divisors, best first (`1,2,4`: full, half and quarter
+    /// size, each encoded once while a viewer is on it), or `off` (everyone gets the full
+    /// size). A detector's `ladder=1/2/4` overrides it; the `ladder` stream parameter
+    /// changes it at run time.
+    #[arg(long, env = "LUMACAST_LADDER", default_value = "1,2,4")]
+    pub ladder: String,
 
     /// Default keyframe interval in frames (0: only on request).
     #[arg(long, env = "LUMACAST_KEYINT", default_value_t = 60)]
@@ -196,6 +203,28 @@ pub struct DetectorSpec {
     /// bit/s; 0 = chosen from the frame size.
     pub bitrate: u32,
     pub keyint: u32,
+    /// The rendition ladder as size divisors (`[1]`: off).
+    pub ladder: Vec<u32>,
+}
+
+/// A ladder from the command line: `1,2,4`, `1/2/4` (inside a detector's options), `on`
+/// or `off`; validated as the `ladder` stream parameter is.
+pub fn parse_ladder(s: &str) -> Result<Vec<u32>, String> {
+    let v = match s.trim() {
+        "off" | "false" => serde_json::Value::Bool(false),
+        "on" | "true" => serde_json::Value::Bool(true),
+        list => serde_json::Value::Array(
+            list.split([',', '/'])
+                .map(|d| {
+                    d.trim()
+                        .parse::<u64>()
+                        .map(serde_json::Value::from)
+                        .map_err(|e| format!("ladder \"{s}\": {e}"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    crate::params::ladder_from_json(&v).map_err(|e| format!("ladder \"{s}\": {}", e.message))
 }
 
 impl DetectorSpec {
@@ -276,6 +305,7 @@ impl DetectorSpec {
         let mut index = 0u32;
         let mut bitrate = defaults.bitrate;
         let mut keyint = defaults.keyint;
+        let mut ladder = parse_ladder(&defaults.ladder)?;
         let mut path = None;
         for kv in parts {
             let (k, v) = kv
@@ -290,6 +320,7 @@ impl DetectorSpec {
                 "index" => index = v.parse::<u32>().map_err(|e| bad(&e))?,
                 "bitrate" => bitrate = v.parse::<u32>().map_err(|e| bad(&e))?,
                 "keyint" => keyint = v.parse::<u32>().map_err(|e| bad(&e))?,
+                "ladder" => ladder = parse_ladder(v).map_err(|e| bad(&e))?,
                 "path" => path = Some(std::path::PathBuf::from(v.trim())),
                 other => return Err(format!("detector \"{name}\": unknown key \"{other}\"")),
             }
@@ -349,6 +380,7 @@ impl DetectorSpec {
             kind,
             bitrate,
             keyint,
+            ladder,
         })
     }
 }
@@ -392,6 +424,17 @@ mod tests {
                 bits: 12
             }
         );
+    }
+
+    #[test]
+    fn ladders_from_the_command_line() {
+        assert_eq!(parse_ladder("1,2,4"), Ok(vec![1, 2, 4]));
+        assert_eq!(parse_ladder("1/3"), Ok(vec![1, 3]));
+        assert_eq!(parse_ladder("off"), Ok(vec![1]));
+        assert_eq!(parse_ladder("on"), Ok(vec![1, 2, 4]));
+        for bad in ["2,4", "1,1", "1,x", "", "1,2,4,8,16"] {
+            assert!(parse_ladder(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

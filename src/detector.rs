@@ -134,6 +134,7 @@ impl Detectors {
                         params: Arc::new(ParamsCell::new(StreamParams::new(
                             spec.bitrate,
                             spec.keyint,
+                            spec.ladder.clone(),
                         ))),
                         spec,
                         running: None,

@@ -68,14 +68,14 @@ pub const DEFAULT_LADDER: [u32; 3] = [1, 2, 4];
 impl StreamParams {
     /// Defaults for a detector, with the bitrate (0 = from the picture size) and keyframe
     /// interval (0 = only the first and requested IDRs) from its configuration.
-    pub fn new(bitrate: u32, keyint: u32) -> Self {
+    pub fn new(bitrate: u32, keyint: u32, ladder: Vec<u32>) -> Self {
         StreamParams {
             display: DisplaySettings::default(),
             geometry: Geometry::default(),
             max_fps: None,
             bitrate: (bitrate > 0).then_some(bitrate),
             keyint,
-            ladder: DEFAULT_LADDER.to_vec(),
+            ladder,
         }
     }
 
@@ -482,126 +482,13 @@ impl ParamsCell {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SHAPE: SourceShape = SourceShape {
-        width: 1280,
-        height: 720,
-        format: PixelFormat::Mono16 { bit_depth: 12 },
-    };
-
-    fn patch(p: &StreamParams, v: Value) -> Result<StreamParams, ParamError> {
-        p.patched(v.as_object().unwrap(), SHAPE)
-    }
-
-    #[test]
-    fn manual_window_from_bare_min_and_max_and_back_to_full() {
-        let p = StreamParams::new(0, 0);
-        let q = patch(&p, json!({"window_min": 100, "window_max": 900})).unwrap();
-        assert_eq!(q.display.window, WindowMode::Manual { min: 100, max: 900 });
-        let r = patch(&q, json!({"window_max": 2000})).unwrap();
-        assert_eq!(
-            r.display.window,
-            WindowMode::Manual {
-                min: 100,
-                max: 2000
-            }
-        );
-        let s = patch(&r, json!({"window_mode": "full"})).unwrap();
-        assert_eq!(s.display.window, WindowMode::Full);
-        let a = patch(&s, json!({"auto": true, "high_percent": 99.0})).unwrap();
-        assert_eq!(
-            a.display.window,
-            WindowMode::Auto {
-                low_percent: 0.1,
-                high_percent: 99.0
-            }
-        );
-        assert_eq!(a.to_json()["window_mode"], "auto");
-    }
-
-    #[test]
-    fn every_bad_value_names_its_field_and_changes_nothing() {
-        let p = StreamParams::new(0, 0);
-        for (body, field) in [
-            (json!({"window_min": 900, "window_max": 100}), "window_min"),
-            (json!({"window_min": -5}), "window_min"),
-            (json!({"window_max": "a lot"}), "window_max"),
-            (json!({"window_mode": "sideways"}), "window_mode"),
-            (json!({"colormap": "rainbow"}), "colormap"),
-            (json!({"gamma": 0}), "gamma"),
-            (json!({"binning": 0}), "binning"),
-            (json!({"max_width": -1}), "max_width"),
-            (
-                json!({"roi": {"x": 1200, "y": 0, "width": 200, "height": 100}}),
-                "roi",
-            ),
-            (json!({"roi": {"x": 0, "y": 0, "width": 100}}), "roi.height"),
-            (json!({"max_fps": 1000}), "max_fps"),
-            (json!({"bitrate": 10}), "bitrate"),
-            (json!({"keyint": 5000}), "keyint"),
-            (json!({"ladder": [2, 4]}), "ladder"),
-            (json!({"ladder": [1, 1]}), "ladder"),
-            (json!({"ladder": [1, 2, 4, 8, 16]}), "ladder"),
-            (json!({"ladder": [1, 0]}), "ladder"),
-            (json!({"ladder": "x"}), "ladder"),
-            (json!({"brightness": 3}), "brightness"),
-        ] {
-            let e = patch(&p, body.clone()).unwrap_err();
-            assert!(e.field.starts_with(field), "{body}: {e}");
-        }
-        assert_eq!(p, StreamParams::new(0, 0));
-    }
-
-    #[test]
-    fn imswitch_names_map_onto_ours() {
-        let m = json!({"max_width": 640, "throttle_ms": 100, "subsampling_factor": 2,
-                       "crop_size": 512, "stun_servers": [], "jpeg_quality": 80});
-        let (patch_map, ignored) = from_imswitch(m.as_object().unwrap(), SHAPE).unwrap();
-        assert_eq!(ignored, vec!["jpeg_quality", "stun_servers"]);
-        let p = StreamParams::new(0, 0).patched(&patch_map, SHAPE).unwrap();
-        assert_eq!(p.geometry.max_width, Some(640));
-        assert_eq!(p.max_fps, Some(10.0));
-        assert_eq!(p.geometry.binning, 2);
-        assert_eq!(
-            p.geometry.roi,
-            Some(Roi {
-                x: 384,
-                y: 104,
-                width: 512,
-                height: 512
-            })
-        );
-        let e = from_imswitch(json!({"crop_size": 4000}).as_object().unwrap(), SHAPE).unwrap_err();
-        assert_eq!(e.field, "crop_size");
-    }
-
-    #[test]
-    fn cell_changes_version_only_on_real_change() {
-        let cell = ParamsCell::new(StreamParams::new(0, 0));
-        let v = cell.version();
-        cell.update(|p| Ok::<_, ()>(p.clone())).unwrap();
-        assert_eq!(cell.version(), v);
-        assert!(cell.update(|_| Err::<StreamParams, _>(())).is_err());
-        cell.update(|p| patch(p, json!({"gamma": 2.0}))).unwrap();
-        assert_eq!(cell.version(), v + 1);
-        assert_eq!(cell.get().display.gamma, 2.0);
-    }
-
-    #[test]
-    fn gamma_reads_back_as_the_decimal_that_was_set() {
-        for g in [0.45, 0.1, 2.2, 1.0, 10.0, 0.333] {
-            let p = patch(&StreamParams::new(0, 0), json!({ "gamma": g })).unwrap();
-            assert_eq!(p.to_json()["gamma"], json!(g), "{g}");
-        }
-    }
-}
-
 /// `ladder`: `null` (the default), `false` or `[1]` (off), `true` (the default), or the
 /// size divisors best first: `[1, 2, 4]`. The first must be 1 (the top rendition is the
 /// configured picture); each next one larger; at most four steps of at most 16.
+pub fn ladder_from_json(v: &Value) -> Result<Vec<u32>, ParamError> {
+    parse_ladder("ladder", v)
+}
+
 fn parse_ladder(k: &str, v: &Value) -> Result<Vec<u32>, ParamError> {
     match v {
         Value::Null | Value::Bool(true) => Ok(DEFAULT_LADDER.to_vec()),
@@ -633,3 +520,121 @@ fn parse_ladder(k: &str, v: &Value) -> Result<Vec<u32>, ParamError> {
         _ => Err(bad(k, "must be true, false or a list of divisors like [1, 2, 4]")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: SourceShape = SourceShape {
+        width: 1280,
+        height: 720,
+        format: PixelFormat::Mono16 { bit_depth: 12 },
+    };
+
+    fn patch(p: &StreamParams, v: Value) -> Result<StreamParams, ParamError> {
+        p.patched(v.as_object().unwrap(), SHAPE)
+    }
+
+    #[test]
+    fn manual_window_from_bare_min_and_max_and_back_to_full() {
+        let p = StreamParams::new(0, 0, DEFAULT_LADDER.to_vec());
+        let q = patch(&p, json!({"window_min": 100, "window_max": 900})).unwrap();
+        assert_eq!(q.display.window, WindowMode::Manual { min: 100, max: 900 });
+        let r = patch(&q, json!({"window_max": 2000})).unwrap();
+        assert_eq!(
+            r.display.window,
+            WindowMode::Manual {
+                min: 100,
+                max: 2000
+            }
+        );
+        let s = patch(&r, json!({"window_mode": "full"})).unwrap();
+        assert_eq!(s.display.window, WindowMode::Full);
+        let a = patch(&s, json!({"auto": true, "high_percent": 99.0})).unwrap();
+        assert_eq!(
+            a.display.window,
+            WindowMode::Auto {
+                low_percent: 0.1,
+                high_percent: 99.0
+            }
+        );
+        assert_eq!(a.to_json()["window_mode"], "auto");
+    }
+
+    #[test]
+    fn every_bad_value_names_its_field_and_changes_nothing() {
+        let p = StreamParams::new(0, 0, DEFAULT_LADDER.to_vec());
+        for (body, field) in [
+            (json!({"window_min": 900, "window_max": 100}), "window_min"),
+            (json!({"window_min": -5}), "window_min"),
+            (json!({"window_max": "a lot"}), "window_max"),
+            (json!({"window_mode": "sideways"}), "window_mode"),
+            (json!({"colormap": "rainbow"}), "colormap"),
+            (json!({"gamma": 0}), "gamma"),
+            (json!({"binning": 0}), "binning"),
+            (json!({"max_width": -1}), "max_width"),
+            (
+                json!({"roi": {"x": 1200, "y": 0, "width": 200, "height": 100}}),
+                "roi",
+            ),
+            (json!({"roi": {"x": 0, "y": 0, "width": 100}}), "roi.height"),
+            (json!({"max_fps": 1000}), "max_fps"),
+            (json!({"bitrate": 10}), "bitrate"),
+            (json!({"keyint": 5000}), "keyint"),
+            (json!({"ladder": [2, 4]}), "ladder"),
+            (json!({"ladder": [1, 1]}), "ladder"),
+            (json!({"ladder": [1, 2, 4, 8, 16]}), "ladder"),
+            (json!({"ladder": [1, 0]}), "ladder"),
+            (json!({"ladder": "x"}), "ladder"),
+            (json!({"brightness": 3}), "brightness"),
+        ] {
+            let e = patch(&p, body.clone()).unwrap_err();
+            assert!(e.field.starts_with(field), "{body}: {e}");
+        }
+        assert_eq!(p, StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()));
+    }
+
+    #[test]
+    fn imswitch_names_map_onto_ours() {
+        let m = json!({"max_width": 640, "throttle_ms": 100, "subsampling_factor": 2,
+                       "crop_size": 512, "stun_servers": [], "jpeg_quality": 80});
+        let (patch_map, ignored) = from_imswitch(m.as_object().unwrap(), SHAPE).unwrap();
+        assert_eq!(ignored, vec!["jpeg_quality", "stun_servers"]);
+        let p = StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()).patched(&patch_map, SHAPE).unwrap();
+        assert_eq!(p.geometry.max_width, Some(640));
+        assert_eq!(p.max_fps, Some(10.0));
+        assert_eq!(p.geometry.binning, 2);
+        assert_eq!(
+            p.geometry.roi,
+            Some(Roi {
+                x: 384,
+                y: 104,
+                width: 512,
+                height: 512
+            })
+        );
+        let e = from_imswitch(json!({"crop_size": 4000}).as_object().unwrap(), SHAPE).unwrap_err();
+        assert_eq!(e.field, "crop_size");
+    }
+
+    #[test]
+    fn cell_changes_version_only_on_real_change() {
+        let cell = ParamsCell::new(StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()));
+        let v = cell.version();
+        cell.update(|p| Ok::<_, ()>(p.clone())).unwrap();
+        assert_eq!(cell.version(), v);
+        assert!(cell.update(|_| Err::<StreamParams, _>(())).is_err());
+        cell.update(|p| patch(p, json!({"gamma": 2.0}))).unwrap();
+        assert_eq!(cell.version(), v + 1);
+        assert_eq!(cell.get().display.gamma, 2.0);
+    }
+
+    #[test]
+    fn gamma_reads_back_as_the_decimal_that_was_set() {
+        for g in [0.45, 0.1, 2.2, 1.0, 10.0, 0.333] {
+            let p = patch(&StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()), json!({ "gamma": g })).unwrap();
+            assert_eq!(p.to_json()["gamma"], json!(g), "{g}");
+        }
+    }
+}
+

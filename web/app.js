@@ -15,6 +15,9 @@ let retryMs = RETRY_MIN_MS;
 let retryTimer = null;
 let lastStats = null;
 let sessionId = 0;
+// This viewer's id on the server, and what the server last said of its link (estimate,
+// loss, rendition), read from /api/sessions every other second.
+let viewerId = 0, serverLink = null, lastLinkPoll = 0;
 let lastProgress = 0;         // performance.now() when framesDecoded last rose
 
 function setStatus(text, cls) {
@@ -128,6 +131,8 @@ async function connect() {
       sdp: conn.localDescription.sdp, type: "offer", detectorName: select.value,
     });
     if (mySession !== sessionId) return;
+    viewerId = answer.viewer_id || 0;
+    serverLink = null;
     await conn.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   } catch (e) {
     if (mySession === sessionId) scheduleRetry(`error: ${e.message}`);
@@ -179,6 +184,14 @@ async function updateOverlay() {
     scheduleRetry(`no video for ${STALL_MS / 1000} s`);
     return;
   }
+  if (viewerId && now - lastLinkPoll > 2000) {
+    lastLinkPoll = now;
+    api("/api/sessions").then((j) => {
+      const me = (j.sessions || []).find((x) => x.id === viewerId);
+      serverLink = me ? me.link : null;
+    }).catch(() => { serverLink = null; });
+  }
+  const l = serverLink;
   const w = video.videoWidth, h = video.videoHeight;
   overlay.textContent = [
     `detector   ${select.value}`,
@@ -189,6 +202,9 @@ async function updateOverlay() {
     `decoded    ${inbound ? inbound.framesDecoded : 0}`,
     `dropped    ${inbound ? (inbound.framesDropped || 0) : 0}`,
     `lost pkts  ${inbound ? (inbound.packetsLost || 0) : 0}`,
+    `link       ${l ? (l.feedback === "none" ? "no feedback (full size)"
+      : `${(l.estimate_bps / 1e6).toFixed(2)} Mb/s (${l.feedback}), loss ${(100 * l.loss).toFixed(1)} %`) : "—"}`,
+    `rendition  ${l ? `${l.rendition} (${l.width}x${l.height}), ${l.rendition_switches} switches` : "—"}`,
   ].join("\n");
 }
 

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
             height: h,
             format,
         };
-        let base = StreamParams::new(0, 60);
+        let base = StreamParams::new(0, 60, vec![1, 2, 4]);
         let mut accepted = vec![];
         if let Ok(p) = base.patched(&map, shape) {
             accepted.push(p);

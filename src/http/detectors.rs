@@ -91,6 +91,7 @@ pub async fn stats(
                     "frame_to_last_packet": percentiles(v.last_packet_us),
                     "frame_to_first_handoff": percentiles(v.handoff_first_us),
                     "frame_to_last_handoff": percentiles(v.handoff_last_us),
+                    "link": link_json(&v.link),
                 })
             })
             .collect();
@@ -120,6 +121,7 @@ pub async fn stats(
             "keyframes_requested": load(&s.keyframes_requested),
             "bytes_encoded": load(&s.bytes_out),
             "encode": summary.encode,
+            "renditions": renditions_json(&r),
             "viewers": viewers,
         }));
     }
@@ -152,4 +154,43 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
     ))
+}
+
+/// A viewer's link as the API shows it: where its estimate comes from, the estimate, loss,
+/// the rendition it gets and its send queue.
+pub(crate) fn link_json(l: &lumacast_rtc::LinkStats) -> Value {
+    json!({
+        "feedback": l.feedback,
+        "estimate_bps": l.estimate_bps.round(),
+        "loss": (l.loss * 1e4).round() / 1e4,
+        "queue_delay_ms": (l.queue_ms * 10.0).round() / 10.0,
+        "rendition": l.rendition,
+        "width": l.width,
+        "height": l.height,
+        "rendition_switches": l.switches,
+        "pacing_bps": l.pacing_bps.round(),
+        "send_queue_ms": (l.send_queue_ms * 10.0).round() / 10.0,
+        "frames_dropped_link": l.frames_dropped_queue,
+    })
+}
+
+/// The detector's ladder: each step's size and bitrate, its viewers and what was encoded.
+fn renditions_json(r: &crate::detector::Running) -> Vec<Value> {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    r.bus
+        .ladder()
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            json!({
+                "rendition": i,
+                "width": step.width,
+                "height": step.height,
+                "bitrate_bps": step.bitrate_bps,
+                "viewers": r.bus.receivers_of(i),
+                "frames_encoded": load(&r.stats.rendition_frames[i]),
+                "bytes_encoded": load(&r.stats.rendition_bytes[i]),
+            })
+        })
+        .collect()
 }

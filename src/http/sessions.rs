@@ -26,6 +26,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
                 "bytes_sent": v.bytes_sent,
                 "packets_sent": v.packets_sent,
                 "frames_dropped_slow": v.frames_dropped,
+                "link": super::detectors::link_json(&v.link),
             }));
         }
     }

@@ -397,7 +397,7 @@ mod tests {
                     let ms = i * 50 + k * 2;
                     PacketFate {
                         departure: t0 + Duration::from_millis(ms),
-                        arrival: (n % 50 != 0).then(|| Duration::from_millis(ms + 30)),
+                        arrival: (!n.is_multiple_of(50)).then(|| Duration::from_millis(ms + 30)),
                         size: 1200,
                     }
                 })
@@ -418,7 +418,7 @@ mod tests {
                     let ms = i * 50 + k * 2;
                     PacketFate {
                         departure: t0 + Duration::from_millis(ms),
-                        arrival: (k % 3 != 0).then(|| Duration::from_millis(ms + 30)),
+                        arrival: (!k.is_multiple_of(3)).then(|| Duration::from_millis(ms + 30)),
                         size: 1200,
                     }
                 })

@@ -6,13 +6,55 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+use crate::bwe::{EstimateSnapshot, LinkEstimator, PacketFate};
+use rtc::interceptor::{BandwidthEstimator, PacketReport};
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Default)]
 pub(crate) struct KeyframeRequestForwarder {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+    /// The viewer's latest REMB (receiver-estimated maximum bitrate), bits per second.
+    pub(crate) remb: Option<Arc<AtomicU64>>,
+}
+
+impl KeyframeRequestForwarder {
+    pub(crate) fn with_remb(remb: Arc<AtomicU64>) -> Self {
+        KeyframeRequestForwarder {
+            remb: Some(remb),
+            ..Default::default()
+        }
+    }
+}
+
+/// Estimators run inside webrtc-rs's congestion control interceptor, where the viewer
+/// task cannot reach them: this one publishes each new estimate where it can.
+pub(crate) struct PublishingEstimator {
+    pub(crate) inner: LinkEstimator,
+    pub(crate) out: Arc<Mutex<EstimateSnapshot>>,
+}
+
+impl BandwidthEstimator for PublishingEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        let batch: Vec<PacketFate> = reports
+            .iter()
+            .map(|r| PacketFate {
+                departure: r.departure,
+                arrival: if r.arrived { r.arrival } else { None },
+                size: r.size,
+            })
+            .collect();
+        self.inner.on_feedback(now, &batch);
+        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = self.inner.snapshot(now);
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.inner.bitrate_bps()
+    }
 }
 
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -29,6 +71,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            if let Some(remb) = &self.remb {
+                for p in packets.iter() {
+                    if let Some(r) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                        remb.store(r.bitrate.max(0.0) as u64, Ordering::Relaxed);
+                    }
+                }
+            }
             if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
                 // Mark the compound packet for delivery; the other interceptors have seen
                 // it already (reports, NACK), so passing it whole costs nothing.

@@ -16,7 +16,7 @@
 //!   small rendition cannot see that its link got faster. After the path has been clean
 //!   for the probe interval the chooser *tries* one step up; the trial succeeds once the
 //!   estimate has caught up with the new rendition, and fails on congestion, which sends
-//!   the viewer back down and doubles the interval (5 s, 10 s, ... 60 s).
+//!   the viewer back to where it was and doubles the interval (6 s, 12 s, ... 60 s).
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// No move up sooner than this after any switch.
 pub const MIN_DWELL: Duration = Duration::from_secs(2);
 /// First interval between upward trials on a clean path; doubles after each failure.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(6);
 /// Longest interval between upward trials.
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// A trial that has not caught up by then has failed.
@@ -144,7 +144,9 @@ impl RenditionChooser {
                 // The path could not carry it: back down, and wait longer next time.
                 self.trial = None;
                 self.probe_interval = (self.probe_interval * 2).min(MAX_PROBE_INTERVAL);
-                let to = best_fit.max(self.current + 1).min(last);
+                // Back to where it was: the congestion is the trial's own, and the
+                // estimate needs a moment to read the path again.
+                let to = (self.current + 1).min(last);
                 return Some(self.switch(now, to, SwitchReason::Down));
             }
             if cur_bps <= estimate_bps * DOWN_MARGIN {
@@ -154,12 +156,10 @@ impl RenditionChooser {
             return None;
         }
 
-        if cur_bps > estimate_bps * DOWN_MARGIN || (congested && best_fit > self.current) {
-            if best_fit > self.current {
-                return Some(self.switch(now, best_fit, SwitchReason::Down));
-            }
-            if self.current < last && cur_bps > estimate_bps * DOWN_MARGIN {
-                return Some(self.switch(now, self.current + 1, SwitchReason::Down));
+        if cur_bps > estimate_bps * DOWN_MARGIN {
+            let to = best_fit.max(self.current + 1).min(last);
+            if to != self.current {
+                return Some(self.switch(now, to, SwitchReason::Down));
             }
             return None;
         }
@@ -209,7 +209,7 @@ pub fn ladder(width: u32, height: u32, bitrate_bps: u64, divisors: &[u32]) -> Ve
     let mut out: Vec<Rendition> = Vec::new();
     for &d in divisors {
         let d = d.max(1);
-        let (w, h) = (width / d & !1, height / d & !1);
+        let (w, h) = ((width / d) & !1, (height / d) & !1);
         if w < 16 || h < 16 {
             continue;
         }

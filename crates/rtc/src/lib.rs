@@ -26,6 +26,7 @@ mod mux;
 mod netif;
 pub mod offer;
 mod packetize;
+pub mod pacing;
 mod runtime;
 mod viewer;
 pub mod wire;
@@ -43,7 +44,7 @@ pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;
 pub use viewer::{
-    answer_offer, RtcConfig, ViewerRegistry, ViewerSession,
+    answer_offer, LinkStats, RtcConfig, ViewerRegistry, ViewerSession,
     ViewerSnapshot,
 };
 

@@ -1,9 +1,14 @@
 //! One peer connection per viewer, each with its own track, all fed from one frame bus.
 
-use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder};
+use crate::bwe::{EstimateSnapshot, LinkEstimator};
+use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder, PublishingEstimator};
+use crate::ladder::RenditionChooser;
+use crate::pacing::{SendQueue, PACING_FACTOR};
+use rtc::interceptor::{CongestionControlBuilder, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use crate::wire::WireTap;
 use crate::bus::{FrameBus, KeyframeRequest};
-use crate::{analyze_offer, RtcError};
+use crate::{analyze_offer, MediaFrame, RtcError};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -14,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -86,7 +91,33 @@ impl Default for RtcConfig {
     }
 }
 
+/// How a viewer's link is doing and where it is on the ladder (written by its task).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    /// Where the estimate comes from: "transport-cc", "remb" or "none" (no feedback: the
+    /// viewer stays on the full-size rendition, unpaced, as before estimation existed).
+    pub feedback: &'static str,
+    /// The path's estimated rate, bits per second (0 when unknown).
+    pub estimate_bps: f64,
+    /// Smoothed fraction of packets the viewer reported lost.
+    pub loss: f64,
+    /// Standing queue on the path, ms.
+    pub queue_ms: f64,
+    /// The rendition sent (0 = full size) and its picture size.
+    pub rendition: usize,
+    pub width: u32,
+    pub height: u32,
+    /// Rendition changes so far.
+    pub switches: u64,
+    /// The pacing rate (0: unpaced) and how long the viewer's queue takes to drain.
+    pub pacing_bps: f64,
+    pub send_queue_ms: f64,
+    /// Whole frames dropped from this viewer's queue because its link could not keep up.
+    pub frames_dropped_queue: u64,
+}
+
 struct ViewerShared {
+    link: Mutex<LinkStats>,
     id: u64,
     state: Mutex<&'static str>,
     created: Instant,
@@ -139,6 +170,8 @@ pub struct ViewerSnapshot {
     pub bytes_sent: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
+    /// The link estimate and rendition of this viewer.
+    pub link: LinkStats,
     /// Capture → first RTP packet of the frame sent on the UDP socket, µs, for the frames
     /// of the snapshot's window.
     pub first_packet_us: Vec<u32>,
@@ -209,6 +242,7 @@ impl ViewerRegistry {
                     bytes_sent: v.bytes_sent.load(Ordering::Relaxed),
                     frames_sent: v.frames_sent.load(Ordering::Relaxed),
                     frames_dropped: v.frames_dropped.load(Ordering::Relaxed),
+                    link: *v.link.lock().unwrap_or_else(|e| e.into_inner()),
                     first_packet_us,
                     last_packet_us,
                     handoff_first_us,
@@ -318,6 +352,10 @@ impl ViewerRegistry {
             bytes_sent: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
+            link: Mutex::new(LinkStats {
+                feedback: "none",
+                ..Default::default()
+            }),
             samples: Mutex::new(Samples::default()),
             close_tx,
         });
@@ -386,7 +424,17 @@ pub async fn answer_offer(
     let (shared, close_rx) = registry.reserve(cfg.max_viewers)?;
     let id = shared.id;
     let span = info_span!("viewer", detector = %detector, viewer = id);
-    let setup = setup_peer(cfg, offer_sdp, &choice, detector, id)
+    // The estimate starts where the full-size rendition fits with room (a good link
+    // loses nothing); a slower link backs it off within the first second.
+    let top_bps = bus
+        .ladder()
+        .first()
+        .map_or(4_000_000.0, |r| r.bitrate_bps as f64);
+    let link = LinkHandles {
+        estimate: Arc::new(Mutex::new(EstimateSnapshot::default())),
+        remb: Arc::new(AtomicU64::new(0)),
+    };
+    let setup = setup_peer(cfg, offer_sdp, &choice, detector, id, top_bps * 1.25, &link)
         .instrument(span.clone())
         .await;
     let (pc, track, answer_sdp, payload_type, tap, state_rx) = match setup {
@@ -419,6 +467,7 @@ pub async fn answer_offer(
         keyframe,
         shared,
         registry: registry.clone(),
+        link,
     };
     tokio::spawn(task.run().instrument(span));
     Ok(ViewerSession { id, answer_sdp })
@@ -433,12 +482,21 @@ type SetupParts = (
     watch::Receiver<RTCPeerConnectionState>,
 );
 
+/// Where a viewer's feedback lands for its task to read: the transport-cc estimate
+/// (written by the estimator inside the interceptor chain) and the latest REMB.
+struct LinkHandles {
+    estimate: Arc<Mutex<EstimateSnapshot>>,
+    remb: Arc<AtomicU64>,
+}
+
 async fn setup_peer(
     cfg: &RtcConfig,
     offer_sdp: &str,
     choice: &crate::H264Choice,
     detector: &str,
     id: u64,
+    initial_bps: f64,
+    link: &LinkHandles,
 ) -> Result<SetupParts, RtcError> {
     let codec = RTCRtpCodec {
         mime_type: MIME_TYPE_H264.to_owned(),
@@ -458,6 +516,11 @@ async fn setup_peer(
                 typ: "ccm".into(),
                 parameter: "fir".into(),
             },
+            // For viewers without transport-wide feedback (REMB is what they send).
+            RTCPFeedback {
+                typ: "goog-remb".into(),
+                parameter: String::new(),
+            },
         ],
     };
     let mut media_engine = MediaEngine::default();
@@ -472,7 +535,25 @@ async fn setup_peer(
         .map_err(|e| RtcError::webrtc("register_codec", e))?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)
         .map_err(|e| RtcError::webrtc("interceptors", e))?
-        .with(14_000usize.into(), KeyframeRequestForwarder::default());
+        .with(
+            14_000usize.into(),
+            KeyframeRequestForwarder::with_remb(link.remb.clone()),
+        );
+    // Send-side estimation from the viewer's transport-wide feedback: `transport-cc`
+    // and the sequence-number extension are offered, webrtc-rs numbers what leaves and
+    // resolves the feedback, and our estimator (crates/rtc/src/bwe.rs) turns it into a
+    // rate. No webrtc-rs pacer: the viewer task paces its own queue, so that it can drop
+    // whole old frames (the pacer's queue is out of our reach).
+    let registry = configure_twcc_sender_only(registry, &mut media_engine)
+        .map_err(|e| RtcError::webrtc("transport-cc", e))?
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(PublishingEstimator {
+                inner: LinkEstimator::new(initial_bps, 150_000.0, 50_000_000.0),
+                out: link.estimate.clone(),
+            })
+            .build(),
+        );
 
     let ice_servers = if cfg.ice_servers.is_empty() {
         vec![]
@@ -658,6 +739,9 @@ struct ViewerMetrics {
     packets: metrics::Counter,
     bytes: metrics::Counter,
     frames_dropped: metrics::Counter,
+    /// Viewers' link estimates, bits per second (one sample per look).
+    estimate: metrics::Histogram,
+    rendition_moves: metrics::Counter,
 }
 
 impl ViewerMetrics {
@@ -670,7 +754,9 @@ impl ViewerMetrics {
             handoff_first: metrics::histogram!("lumacast_frame_to_first_handoff_seconds", "detector" => d.clone()),
             packets: metrics::counter!("lumacast_rtp_packets_sent_total", "detector" => d.clone()),
             bytes: metrics::counter!("lumacast_rtp_bytes_sent_total", "detector" => d.clone()),
-            frames_dropped: metrics::counter!("lumacast_viewer_frames_dropped_total", "detector" => d),
+            frames_dropped: metrics::counter!("lumacast_viewer_frames_dropped_total", "detector" => d.clone()),
+            estimate: metrics::histogram!("lumacast_viewer_estimate_bps", "detector" => d.clone()),
+            rendition_moves: metrics::counter!("lumacast_viewer_rendition_moves_total", "detector" => d),
         }
     }
 }
@@ -690,9 +776,77 @@ struct ViewerTask {
     keyframe: KeyframeRequest,
     shared: Arc<ViewerShared>,
     registry: ViewerRegistry,
+    link: LinkHandles,
+}
+
+/// How often a viewer task looks at its estimate (rendition choice, pacing rate, stats).
+const LOOK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The viewer's own RTP numbering and the timing of the frame being sent.
+struct Outgoing {
+    seq: u16,
+    ts_offset: u32,
+    write_errors: u64,
+    frame_first_us: u32,
+    frame_bytes: u64,
 }
 
 impl ViewerTask {
+    /// Writes every packet the pacer lets out now, with this viewer's RTP header.
+    async fn send_ready(&mut self, queue: &mut SendQueue, out: &mut Outgoing) {
+        while let Some(p) = queue.pop(Instant::now()) {
+            let rtp_ts = out.ts_offset.wrapping_add(p.rtp_ts);
+            let pkt = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    marker: p.marker,
+                    payload_type: self.payload_type,
+                    sequence_number: out.seq,
+                    timestamp: rtp_ts,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload: p.payload.clone(),
+            };
+            out.seq = out.seq.wrapping_add(1);
+            let len = p.payload.len() as u64;
+            if let Err(e) = self.track.write_rtp(pkt).await {
+                out.write_errors += 1;
+                if out.write_errors == 1 {
+                    warn!(error = %e, "writing RTP failed (further errors only counted)");
+                }
+            }
+            if p.first {
+                out.frame_first_us = p.captured.elapsed().as_micros() as u32;
+                out.frame_bytes = 0;
+            }
+            out.frame_bytes += len;
+            self.metrics.packets.increment(1);
+            self.metrics.bytes.increment(len);
+            self.shared.packets_sent.fetch_add(1, Ordering::Relaxed);
+            self.shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
+            if !p.marker {
+                continue;
+            }
+            let now = Instant::now();
+            let first_us = out.frame_first_us;
+            let last_us = now.saturating_duration_since(p.captured).as_micros() as u32;
+            self.metrics.handoff_first.record(f64::from(first_us) / 1e6);
+            {
+                let mut s = lock_samples(&self.shared.samples);
+                push_bounded(&mut s.handoff, (now, first_us, last_us, out.frame_bytes as u32));
+                // Frames whose packets have left the socket by now (usually
+                // the previous ones: the driver sends after we hand over).
+                self.tap.drain(|t| {
+                    self.metrics.first_packet.record(f64::from(t.first_us) / 1e6);
+                    self.metrics.last_packet.record(f64::from(t.last_us) / 1e6);
+                    push_bounded(&mut s.wire, (now, t.first_us, t.last_us));
+                });
+            }
+            self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     async fn run(mut self) {
         self.metrics.viewers.increment(1.0);
         let reason = self.stream().await;
@@ -777,16 +931,19 @@ impl ViewerTask {
         );
         set_state(&self.shared, "connected");
 
-        // Keyframe requests from the viewer (PLI/FIR) go to the encoder.
+        // Keyframe requests from the viewer (PLI/FIR) go to the encoder of the rendition
+        // it is on.
         let track = self.track.clone();
         let kf = self.keyframe.clone();
+        let on_rendition = Arc::new(AtomicUsize::new(0));
+        let on = on_rendition.clone();
         let rtcp_task = tokio::spawn(
             async move {
                 while let Some(evt) = track.poll().await {
                     if let TrackLocalEvent::OnRtcpPacket(packets) = evt {
                         if has_keyframe_request(&packets) {
                             debug!("viewer asked for a keyframe (PLI/FIR)");
-                            kf.request("pli");
+                            kf.request_for(on.load(Ordering::Relaxed), "pli");
                         }
                     }
                 }
@@ -794,14 +951,27 @@ impl ViewerTask {
             .in_current_span(),
         );
 
+        let mut out = Outgoing {
+            seq: rand::random(),
+            ts_offset: rand::random(),
+            write_errors: 0,
+            frame_first_us: 0,
+            frame_bytes: 0,
+        };
+        let mut queue = SendQueue::new();
+        let mut chooser = RenditionChooser::new();
+        let mut current = 0usize;
+        // A move in progress: the target's subscription, until its first keyframe.
+        let mut pending: Option<(usize, broadcast::Receiver<Arc<MediaFrame>>, Instant)> = None;
         let mut waiting_for_keyframe = true;
-        let mut seq: u16 = rand::random();
-        let ts_offset: u32 = rand::random();
         let mut disconnected_since: Option<Instant> = None;
-        let mut write_errors = 0u64;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut look = tokio::time::interval(LOOK_INTERVAL);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut queue_drops = 0u64;
 
         let reason = loop {
+            let release = queue.next_release(Instant::now());
             tokio::select! {
                 biased;
                 _ = wait_closed(&mut self.close_rx) => break "closed by server",
@@ -829,6 +999,95 @@ impl ViewerTask {
                         break "disconnected too long";
                     }
                 }
+                _ = async { tokio::time::sleep_until(release.unwrap_or_else(Instant::now).into()).await }, if release.is_some() => {
+                    self.send_ready(&mut queue, &mut out).await;
+                }
+                _ = look.tick() => {
+                    // The estimate, where the viewer's feedback says one.
+                    let now = Instant::now();
+                    let est = *self.link.estimate.lock().unwrap_or_else(|e| e.into_inner());
+                    let remb = self.link.remb.load(Ordering::Relaxed) as f64;
+                    let (feedback, estimate, congested) = if est.reports > 0 {
+                        ("transport-cc", est.bitrate_bps, est.congested)
+                    } else if remb > 0.0 {
+                        ("remb", remb, false)
+                    } else {
+                        ("none", 0.0, false)
+                    };
+                    queue.set_rate((estimate > 0.0).then_some(estimate * PACING_FACTOR));
+                    let ladder = self.bus.ladder();
+                    if estimate > 0.0 && ladder.len() > 1 {
+                        let bitrates: Vec<u64> = ladder.iter().map(|r| r.bitrate_bps).collect();
+                        if let Some((to, why)) = chooser.decide(now, estimate, congested, &bitrates) {
+                            if to != current || pending.is_some() {
+                                info!(
+                                    from = current,
+                                    to,
+                                    why = why.as_str(),
+                                    estimate_kbps = (estimate / 1000.0) as u64,
+                                    loss = est.loss,
+                                    queue_ms = est.queue_ms as u64,
+                                    "viewer moves to another rendition"
+                                );
+                                if to == current {
+                                    pending = None; // back where it is: nothing to wait for
+                                } else {
+                                    pending = Some((to, self.bus.subscribe_to(to), now));
+                                    self.keyframe.request_for(to, "rendition switch");
+                                }
+                            }
+                        }
+                    }
+                    // A move whose keyframe has not come: ask again.
+                    if let Some((to, _, since)) = pending.as_mut() {
+                        if now.saturating_duration_since(*since) > Duration::from_secs(1) {
+                            *since = now;
+                            self.keyframe.request_for(*to, "rendition switch (again)");
+                        }
+                    }
+                    let r = ladder.get(current).copied();
+                    let mut l = self.shared.link.lock().unwrap_or_else(|e| e.into_inner());
+                    *l = LinkStats {
+                        feedback,
+                        estimate_bps: estimate,
+                        loss: if feedback == "transport-cc" { est.loss } else { 0.0 },
+                        queue_ms: est.queue_ms,
+                        rendition: current,
+                        width: r.map_or(0, |r| r.width),
+                        height: r.map_or(0, |r| r.height),
+                        switches: chooser.switches(),
+                        pacing_bps: queue.rate().unwrap_or(0.0),
+                        send_queue_ms: queue.delay().as_secs_f64() * 1e3,
+                        frames_dropped_queue: queue_drops,
+                    };
+                    drop(l);
+                    self.metrics.estimate.record(estimate);
+                }
+                r = async {
+                    match pending.as_mut() {
+                        Some((_, rx, _)) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match r {
+                    Ok(frame) if frame.keyframe => {
+                        // The target's first keyframe: the move happens here, on the same
+                        // track and SSRC; what is queued of the old rendition and has not
+                        // started is dropped (the new picture replaces it).
+                        let Some((to, new_rx, _)) = pending.take() else { continue };
+                        queue.drop_unstarted();
+                        rx = new_rx;
+                        current = to;
+                        on_rendition.store(to, Ordering::Relaxed);
+                        self.metrics.rendition_moves.increment(1);
+                        waiting_for_keyframe = false;
+                        queue.push_frame(&frame);
+                        self.tap.expect(out.ts_offset.wrapping_add(frame.rtp_ts), frame.captured);
+                        self.send_ready(&mut queue, &mut out).await;
+                    }
+                    Ok(_) => {} // not decodable on its own: wait for the keyframe
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break "detector stopped",
+                },
                 r = rx.recv() => match r {
                     Ok(frame) => {
                         if waiting_for_keyframe {
@@ -837,57 +1096,25 @@ impl ViewerTask {
                                 continue;
                             }
                             waiting_for_keyframe = false;
-                            debug!(seq = frame.seq, "first keyframe to viewer");
+                            debug!(seq = frame.seq, rendition = current, "keyframe to viewer");
                         }
-                        let n = frame.payloads.len();
-                        let mut bytes = 0u64;
-                        let mut first_us = 0u32;
-                        let rtp_ts = ts_offset.wrapping_add(frame.rtp_ts);
-                        self.tap.expect(rtp_ts, frame.captured);
-                        for (i, payload) in frame.payloads.iter().enumerate() {
-                            let pkt = rtc::rtp::Packet {
-                                header: rtc::rtp::header::Header {
-                                    version: 2,
-                                    marker: i + 1 == n,
-                                    payload_type: self.payload_type,
-                                    sequence_number: seq,
-                                    timestamp: rtp_ts,
-                                    ssrc: self.ssrc,
-                                    ..Default::default()
-                                },
-                                payload: payload.clone(),
-                            };
-                            seq = seq.wrapping_add(1);
-                            bytes += payload.len() as u64;
-                            if let Err(e) = self.track.write_rtp(pkt).await {
-                                write_errors += 1;
-                                if write_errors == 1 {
-                                    warn!(error = %e, "writing RTP failed (further errors only counted)");
-                                }
+                        queue.push_frame(&frame);
+                        if queue.over_bound() {
+                            // The link cannot carry what is queued: drop whole frames that
+                            // have not started and resume on a keyframe (latest wins).
+                            let n = queue.drop_unstarted();
+                            queue_drops += n;
+                            self.shared.frames_dropped.fetch_add(n, Ordering::Relaxed);
+                            self.metrics.frames_dropped.increment(n);
+                            if queue_drops == n {
+                                warn!(dropped = n, pacing_kbps = queue.rate().unwrap_or(0.0) as u64 / 1000, "viewer's link is too slow for its rendition: frames dropped, resyncing on a keyframe (further drops only counted)");
                             }
-                            if i == 0 {
-                                first_us = frame.captured.elapsed().as_micros() as u32;
-                            }
+                            waiting_for_keyframe = true;
+                            self.keyframe.request_for(current, "viewer queue full");
+                            continue;
                         }
-                        let now = Instant::now();
-                        let last_us = now.saturating_duration_since(frame.captured).as_micros() as u32;
-                        self.metrics.handoff_first.record(f64::from(first_us) / 1e6);
-                        self.metrics.packets.increment(n as u64);
-                        self.metrics.bytes.increment(bytes);
-                        {
-                            let mut s = lock_samples(&self.shared.samples);
-                            push_bounded(&mut s.handoff, (now, first_us, last_us, bytes as u32));
-                            // Frames whose packets have left the socket by now (usually
-                            // the previous ones: the driver sends after we hand over).
-                            self.tap.drain(|t| {
-                                self.metrics.first_packet.record(f64::from(t.first_us) / 1e6);
-                                self.metrics.last_packet.record(f64::from(t.last_us) / 1e6);
-                                push_bounded(&mut s.wire, (now, t.first_us, t.last_us));
-                            });
-                        }
-                        self.shared.packets_sent.fetch_add(n as u64, Ordering::Relaxed);
-                        self.shared.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                        self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        self.tap.expect(out.ts_offset.wrapping_add(frame.rtp_ts), frame.captured);
+                        self.send_ready(&mut queue, &mut out).await;
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         // This viewer fell behind; the others did not wait for it. Resume on
@@ -895,8 +1122,9 @@ impl ViewerTask {
                         self.shared.frames_dropped.fetch_add(missed, Ordering::Relaxed);
                         self.metrics.frames_dropped.increment(missed);
                         warn!(missed, "viewer too slow: frames dropped, resyncing on a keyframe");
+                        queue.drop_unstarted();
                         waiting_for_keyframe = true;
-                        self.keyframe.request("viewer lagged");
+                        self.keyframe.request_for(current, "viewer lagged");
                     }
                     Err(broadcast::error::RecvError::Closed) => break "detector stopped",
                 }
