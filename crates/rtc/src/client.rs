@@ -309,6 +309,16 @@ struct Assembler {
     packets_filled: u32,
 }
 
+/// True for a payload with nothing to decode: empty (a padding-only packet once the RTP
+/// padding is stripped) or a reserved NAL unit type (0, 30, 31), which RFC 6184 receivers
+/// ignore. webrtc-rs marshals at most 4 padding bytes, so a sender probing bandwidth with
+/// bigger packets may fill the payload with zeros instead.
+fn carries_nothing(payload: &[u8]) -> bool {
+    payload
+        .first()
+        .is_none_or(|b| matches!(b & 0x1f, 0 | 30 | 31))
+}
+
 /// True when an RTP payload (single NAL or STAP-A) begins with an SPS.
 fn payload_starts_with_sps(payload: &[u8]) -> bool {
     match payload.first().map(|b| b & 0x1f) {
@@ -354,7 +364,7 @@ impl Assembler {
         now: Instant,
         out: &mut Vec<Assembled>,
     ) {
-        if pkt.payload.is_empty() {
+        if carries_nothing(&pkt.payload) {
             // Padding only (bandwidth probing): in sequence, carries nothing.
             self.padding = self.padding.saturating_add(1);
             return;
@@ -479,7 +489,7 @@ async fn receive(
         if let Some(TrackRemoteEvent::OnRtpPacket(pkt)) = evt {
             Counters::add(&counters.packets, 1);
             Counters::add(&counters.payload_bytes, pkt.payload.len() as u64);
-            if pkt.payload.is_empty() {
+            if carries_nothing(&pkt.payload) {
                 Counters::add(&counters.padding, 1);
             }
             if !reorder.push(pkt.header.sequence_number, Instant::now(), pkt) {
@@ -902,8 +912,13 @@ mod tests {
         a.packet(t, &rtp(3, 0, true, IDR), t, &mut out);
         a.packet(t, &rtp(4, 0, false, b""), t, &mut out);
         a.packet(t, &rtp(5, 0, false, b""), t, &mut out);
-        a.packet(t, &rtp(6, 3000, true, P), t, &mut out);
+        // zero-filled probes (reserved NAL type 0) are ignored the same way
+        a.packet(t, &rtp(6, 0, false, &[0; 200]), t, &mut out);
+        a.packet(t, &rtp(7, 3000, false, P), t, &mut out);
+        a.packet(t, &rtp(8, 3000, false, &[0; 4]), t, &mut out);
+        a.packet(t, &rtp(9, 3000, true, P), t, &mut out);
         assert_eq!(frames(&mut out), vec![Some((0, true)), Some((3000, false))]);
+        assert_eq!(a.padding, 0, "counted into the frame handed out");
     }
 
     #[test]
