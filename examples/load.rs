@@ -3,13 +3,13 @@
 //! server's CPU use (from its `/api/stats` "process" block), so the cost of one more
 //! viewer can be read off.
 //!
-//! Run: cargo run --release --example load -- http://127.0.0.1:8080 [--detector NAME] [--steps 1,10,25,50] [--seconds 10]
+//! Run: cargo run --release --example load -- http://127.0.0.1:8080 [--detector NAME] [--steps 1,10,25,50] [--seconds 10] [--twcc]
 //!
 //! Run the server as its own process (`cargo run --release`) so that its CPU is not
 //! mixed with the viewers'. Both share this machine's cores, which caps what it can show.
 
 use anyhow::{bail, Context};
-use lumacast_rtc::{ClientEvent, ViewerClient};
+use lumacast_rtc::{ClientEvent, ClientOptions, ViewerClient};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,8 +70,18 @@ async fn open_viewer(
     url: &str,
     detector: &Option<String>,
     counter: Arc<AtomicU64>,
+    twcc: bool,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut client = ViewerClient::new(&["42e01f"]).await?;
+    // With `--twcc` each viewer sends transport-wide feedback, as browsers do, so the
+    // server runs its link estimator for every one of them.
+    let mut client = ViewerClient::with_options(
+        &["42e01f"],
+        ClientOptions {
+            transport_cc: twcc,
+            ..Default::default()
+        },
+    )
+    .await?;
     let mut body = serde_json::json!({"sdp": client.offer_sdp(), "type": "offer"});
     if let Some(d) = detector {
         body["detectorName"] = d.clone().into();
@@ -117,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let detector = opt("--detector");
+    let twcc = args.iter().any(|a| a == "--twcc");
     let seconds: f64 = opt("--seconds").map_or(Ok(10.0), |s| s.parse())?;
     let steps: Vec<usize> = opt("--steps")
         .unwrap_or_else(|| "1,10,25,50".into())
@@ -135,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     for &n in &steps {
         while counters.len() < n {
             let c = Arc::new(AtomicU64::new(0));
-            tasks.push(open_viewer(&url, &detector, c.clone()).await?);
+            tasks.push(open_viewer(&url, &detector, c.clone(), twcc).await?);
             counters.push(c);
         }
         // settle: connections up, keyframes through

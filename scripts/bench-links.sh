@@ -12,7 +12,9 @@
 #
 # Scenarios: cap2000 cap1000 cap500 (tbf caps in kbit/s, 20 kB burst, 100 ms queue),
 # lift2000 (2 Mb/s lifted after 10 s), loss2 (2 % random UDP loss, no cap),
-# mixed1000 (a 1 Mb/s viewer and a loopback viewer at once).
+# mixed1000 (a 1 Mb/s viewer and a loopback viewer at once), cpu3 (the server's CPU with
+# one loopback viewer, then with three viewers on the three renditions: loopback, a
+# second namespace capped at 2 Mb/s, this one at 1 Mb/s).
 # Each scenario gets a fresh server. The JSON of every probe is kept in
 # target/bench-links/<date>/. Needs root, iproute2, nftables and python3. No netem in
 # this kernel: no added delay (see /work/shared/notes/networks.md).
@@ -23,7 +25,7 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-20}"
 WARMUP="${WARMUP:-3}"
 SERVER_ARGS="${SERVER_ARGS:-}"
 LAB="${LAB:-200}"                    # third octet of the lab's /30
-ALL=(cap2000 cap1000 cap500 lift2000 loss2 mixed1000)
+ALL=(cap2000 cap1000 cap500 lift2000 loss2 mixed1000 cpu3)
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL[@]}"); fi
 
 [ "$(id -u)" -eq 0 ] || { echo "bench-links: needs root (network namespaces)" >&2; exit 1; }
@@ -41,6 +43,9 @@ mkdir -p "$OUT"
 # The lab: the same recipe as tests/common/netlab.rs.
 NS="lcb$$"; ROOT_IF="lcrb$$"; NS_IF="lcnb$$"; TABLE="lcb$$"
 ROOT_IP="10.77.$LAB.1"; NS_IP="10.77.$LAB.2"
+# A second lab (cpu3 only): its own namespace and veth in the next /30.
+NS2="lcc$$"; ROOT_IF2="lcrc$$"; NS_IF2="lcnc$$"
+ROOT_IP2="10.77.$LAB.5"; NS_IP2="10.77.$LAB.6"
 SERVER_PID=""; LIFT_PID=""; TMP="$(mktemp -d)"
 
 cleanup() {
@@ -50,6 +55,8 @@ cleanup() {
   nft delete table inet "$TABLE" 2>/dev/null
   ip link del "$ROOT_IF" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
+  ip link del "$ROOT_IF2" 2>/dev/null
+  ip netns del "$NS2" 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -80,9 +87,25 @@ EOF
 }
 unshape() { uncap; nft delete table inet "$TABLE" 2>/dev/null || true; }
 
+second_lab() {
+  ip netns add "$NS2"
+  ip link add "$ROOT_IF2" type veth peer name "$NS_IF2" netns "$NS2"
+  ip addr add "$ROOT_IP2/30" dev "$ROOT_IF2"
+  ip link set "$ROOT_IF2" up
+  ip netns exec "$NS2" ip addr add "$NS_IP2/30" dev "$NS_IF2"
+  ip netns exec "$NS2" ip link set "$NS_IF2" up
+  ip netns exec "$NS2" ip link set lo up
+  ip netns exec "$NS2" ip route add default via "$ROOT_IP2"
+}
+
+# The server's CPU time (s) from /api/stats.
+cpu_s() {
+  python3 -c "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1] + '/api/stats'))['process']['cpu_seconds'])" "$URL"
+}
+
 start_server() {
   # shellcheck disable=SC2086
-  "$SERVER" --listen "$ROOT_IP:0" --ice-addr "$ROOT_IP:0,127.0.0.1:0" $SERVER_ARGS \
+  "$SERVER" --listen "$ROOT_IP:0" --ice-addr "$ROOT_IP:0,$ROOT_IP2:0,127.0.0.1:0" $SERVER_ARGS \
     >"$TMP/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
@@ -162,6 +185,9 @@ for sec in last:
         sizes[k] = sizes.get(k, 0) + v
 print(f"{'  last 5 s':<14} fps {sum(sizes.values()) / max(len(last), 1):5.1f}  sizes "
       + (" ".join(f"{k}:{v}" for k, v in sizes.items()) or "none"))
+per = j["sizes_per_second"]
+back = next((i for i in range(10, len(per)) if per[i].get("1280x720", 0) >= 25), None)
+print(f"{'  full again':<14} " + (f"{back - 10} s after the lift (second {back} of the run)" if back is not None else "not within the run"))
 EOF
       ;;
     loss2) loss 2; probe ns loss2; report loss2 ;;
@@ -172,6 +198,27 @@ EOF
       wait "$p1" "$p2" || true
       report mixed1000-ns
       report mixed1000-lo
+      ;;
+    cpu3)
+      # One loopback viewer (one full-size encode), then three viewers that settle on
+      # the three renditions; the server's CPU over the same 12 s window of each.
+      second_lab
+      cap 1000
+      tc qdisc replace dev "$ROOT_IF2" root tbf rate 2000kbit burst 20kb latency 100ms
+      probe lo cpu3-one 20 & p1=$!
+      sleep 6; a=$(cpu_s); sleep 12; b=$(cpu_s)
+      wait "$p1" || true
+      one=$(python3 -c "print(f'{100 * ($b - $a) / 12:.1f}')")
+      probe lo cpu3-lo 20 & p1=$!
+      probe ns cpu3-1000 20 & p2=$!
+      ip netns exec "$NS2" "$PROBE" "$URL" --nack --twcc --json --warmup "$WARMUP" --seconds 20 \
+        --bind "$NS_IP2" >"$OUT/cpu3-2000.json" 2>"$OUT/cpu3-2000.err" & p3=$!
+      sleep 6; a=$(cpu_s); sleep 12; b=$(cpu_s)
+      wait "$p1" "$p2" "$p3" || true
+      three=$(python3 -c "print(f'{100 * ($b - $a) / 12:.1f}')")
+      curl -s "$URL/api/stats" | python3 -c "import json,sys; d=json.load(sys.stdin)['detectors'][0]; print('renditions', [(r['width'], r['height'], r['frames_encoded']) for r in d['renditions']])" 2>/dev/null || true
+      report cpu3-lo; report cpu3-2000; report cpu3-1000
+      echo "cpu3           server CPU: one viewer ${one} % of a core; three renditions ${three} %"
       ;;
     *) echo "bench-links: unknown scenario $scenario (known: ${ALL[*]})" >&2 ;;
   esac
