@@ -517,7 +517,10 @@ fn parse_ladder(k: &str, v: &Value) -> Result<Vec<u32>, ParamError> {
             }
             Ok(steps)
         }
-        _ => Err(bad(k, "must be true, false or a list of divisors like [1, 2, 4]")),
+        _ => Err(bad(
+            k,
+            "must be true, false or a list of divisors like [1, 2, 4]",
+        )),
     }
 }
 
@@ -600,7 +603,9 @@ mod tests {
                        "crop_size": 512, "stun_servers": [], "jpeg_quality": 80});
         let (patch_map, ignored) = from_imswitch(m.as_object().unwrap(), SHAPE).unwrap();
         assert_eq!(ignored, vec!["jpeg_quality", "stun_servers"]);
-        let p = StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()).patched(&patch_map, SHAPE).unwrap();
+        let p = StreamParams::new(0, 0, DEFAULT_LADDER.to_vec())
+            .patched(&patch_map, SHAPE)
+            .unwrap();
         assert_eq!(p.geometry.max_width, Some(640));
         assert_eq!(p.max_fps, Some(10.0));
         assert_eq!(p.geometry.binning, 2);
@@ -632,9 +637,12 @@ mod tests {
     #[test]
     fn gamma_reads_back_as_the_decimal_that_was_set() {
         for g in [0.45, 0.1, 2.2, 1.0, 10.0, 0.333] {
-            let p = patch(&StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()), json!({ "gamma": g })).unwrap();
+            let p = patch(
+                &StreamParams::new(0, 0, DEFAULT_LADDER.to_vec()),
+                json!({ "gamma": g }),
+            )
+            .unwrap();
             assert_eq!(p.to_json()["gamma"], json!(g), "{g}");
         }
     }
 }
-

@@ -498,9 +498,10 @@ impl EncoderThread {
         );
         let mut old = std::mem::take(&mut st.lanes);
         for r in &steps {
-            let mut lane = match old.iter().position(|l| {
-                l.rendition.width == r.width && l.rendition.height == r.height
-            }) {
+            let mut lane = match old
+                .iter()
+                .position(|l| l.rendition.width == r.width && l.rendition.height == r.height)
+            {
                 Some(i) => old.swap_remove(i),
                 None => Lane::new(*r),
             };
@@ -598,7 +599,11 @@ impl EncoderThread {
                 continue;
             };
             // The scaling of a smaller step counts as conversion.
-            let scale = out.media.encoded.duration_since(t0).saturating_sub(out.encode);
+            let scale = out
+                .media
+                .encoded
+                .duration_since(t0)
+                .saturating_sub(out.encode);
             m.encode.record(out.encode.as_secs_f64());
             m.packetize.record(out.packetize.as_secs_f64());
             let keyframe = out.media.keyframe;
@@ -689,10 +694,9 @@ impl EncoderThread {
             i420.downscale_into(lane.rendition.divisor, &mut lane.i420);
             &lane.i420
         };
-        let stale = lane
-            .encoder
-            .as_ref()
-            .is_some_and(|e| e.config().width != picture.width || e.config().height != picture.height);
+        let stale = lane.encoder.as_ref().is_some_and(|e| {
+            e.config().width != picture.width || e.config().height != picture.height
+        });
         if stale || lane.encoder.is_none() {
             let mut rendition = lane.rendition;
             (rendition.width, rendition.height) = (picture.width, picture.height);

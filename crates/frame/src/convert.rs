@@ -74,7 +74,10 @@ impl I420Frame {
     /// from the full-size picture once per frame however many viewers watch them.
     pub fn downscale_into(&self, factor: u32, out: &mut I420Frame) {
         let f = factor.max(1) as usize;
-        let (w, h) = ((self.width as usize / f) & !1, (self.height as usize / f) & !1);
+        let (w, h) = (
+            (self.width as usize / f) & !1,
+            (self.height as usize / f) & !1,
+        );
         out.set_size(w as u32, h as u32);
         out.seq = self.seq;
         out.captured_us = self.captured_us;
@@ -259,7 +262,10 @@ pub(crate) mod tests {
         for (i, v) in src.y.iter_mut().enumerate() {
             *v = (i * 7 % 256) as u8;
         }
-        src.u.iter_mut().enumerate().for_each(|(i, v)| *v = i as u8 * 3);
+        src.u
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as u8 * 3);
         src.seq = 9;
         let mut out = I420Frame::default();
         src.downscale_into(2, &mut out);
@@ -276,7 +282,10 @@ pub(crate) mod tests {
         assert_eq!(out.u.len(), 2);
         // chroma (5x3) by 2: samples (0,0),(1,0),(5,0)... of the 5-wide plane
         let u = |x: usize, y: usize| u32::from(src.u[y * 5 + x]);
-        assert_eq!(u32::from(out.u[1]), (u(2, 0) + u(3, 0) + u(2, 1) + u(3, 1) + 2) / 4);
+        assert_eq!(
+            u32::from(out.u[1]),
+            (u(2, 0) + u(3, 0) + u(2, 1) + u(3, 1) + 2) / 4
+        );
         src.downscale_into(1, &mut out);
         assert_eq!((out.width, out.height), (10, 6));
         assert_eq!(out.y, src.y);

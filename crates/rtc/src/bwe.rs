@@ -177,7 +177,9 @@ impl LinkEstimator {
         // Standing queue over the base delay.
         if batch_min.is_finite() {
             match self.base.back_mut() {
-                Some((start, m)) if now.saturating_duration_since(*start) < Duration::from_secs(1) => {
+                Some((start, m))
+                    if now.saturating_duration_since(*start) < Duration::from_secs(1) =>
+                {
                     *m = m.min(batch_min);
                 }
                 _ => {
@@ -243,7 +245,9 @@ impl LinkEstimator {
         if !clean {
             return;
         }
-        let dt = last.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64().min(1.0));
+        let dt = last.map_or(0.0, |t| {
+            now.saturating_duration_since(t).as_secs_f64().min(1.0)
+        });
         if let (Some(c), Some(d)) = (self.ceiling, self.delivered) {
             if d > c * 1.15 {
                 self.ceiling = None; // the path carries more than when it last congested
@@ -298,7 +302,9 @@ mod tests {
                     None
                 } else {
                     self.busy_until_ms = start + size as f64 * 8.0 / self.capacity_bps * 1000.0;
-                    Some(Duration::from_secs_f64((self.busy_until_ms + 20.0) / 1000.0))
+                    Some(Duration::from_secs_f64(
+                        (self.busy_until_ms + 20.0) / 1000.0,
+                    ))
                 };
                 out.push(PacketFate {
                     departure: self.t0 + Duration::from_secs_f64(t / 1000.0),
@@ -322,7 +328,10 @@ mod tests {
         let mut t = from_s * 1000.0;
         while t < (from_s + secs) * 1000.0 {
             let batch = path.send(t, 50.0, send(est.bitrate_bps()));
-            est.on_feedback(path.t0 + Duration::from_secs_f64((t + 50.0) / 1000.0), &batch);
+            est.on_feedback(
+                path.t0 + Duration::from_secs_f64((t + 50.0) / 1000.0),
+                &batch,
+            );
             t += 50.0;
         }
         est.bitrate_bps()

@@ -1,14 +1,14 @@
 //! An interceptor that hands PLI and FIR to the application, so a viewer's keyframe
 //! request reaches the encoder (webrtc-rs does not deliver inbound RTCP by default).
 
+use crate::bwe::{EstimateSnapshot, LinkEstimator, PacketFate};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
-use crate::bwe::{EstimateSnapshot, LinkEstimator, PacketFate};
-use rtc::interceptor::{BandwidthEstimator, PacketReport};
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

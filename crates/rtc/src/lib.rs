@@ -16,8 +16,8 @@
 //! - every wait has a bound: ICE gathering, connecting, and the whole session lifetime is
 //!   tied to the detector's frame bus.
 
-pub mod bwe;
 mod bus;
+pub mod bwe;
 mod client;
 mod error;
 mod interceptor;
@@ -25,27 +25,26 @@ pub mod ladder;
 mod mux;
 mod netif;
 pub mod offer;
-mod packetize;
 pub mod pacing;
+mod packetize;
 mod runtime;
 mod viewer;
 pub mod wire;
 
 pub use bus::{FrameBus, KeyframeRequest, MAX_RENDITIONS};
 pub use bwe::{EstimateSnapshot, LinkEstimator};
-pub use ladder::{ladder, Rendition, RenditionChooser};
-pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use client::ClientOptions;
 pub use client::ClientStats;
+pub use client::{ClientEvent, ReceivedFrame, ViewerClient};
 pub use error::RtcError;
+pub use ladder::{ladder, Rendition, RenditionChooser};
 pub use mux::{MuxStats, UdpMux};
 pub use netif::interface_addrs;
 pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;
 pub use viewer::{
-    answer_offer, LinkStats, RtcConfig, ViewerRegistry, ViewerSession,
-    ViewerSnapshot,
+    answer_offer, LinkStats, RtcConfig, ViewerRegistry, ViewerSession, ViewerSnapshot,
 };
 
 /// The H.264 profiles we can answer, in order of preference. Our encoder produces

@@ -81,8 +81,9 @@ impl SendQueue {
     }
 
     fn burst_bits(&self) -> f64 {
-        self.rate
-            .map_or(f64::INFINITY, |r| (r * BURST.as_secs_f64()).max(2.0 * 1500.0 * 8.0))
+        self.rate.map_or(f64::INFINITY, |r| {
+            (r * BURST.as_secs_f64()).max(2.0 * 1500.0 * 8.0)
+        })
     }
 
     fn refill(&mut self, now: Instant) {
@@ -225,7 +226,10 @@ mod tests {
                 sent += 1;
                 last = t;
             }
-            t = q.next_release(t).unwrap_or(t).max(t + Duration::from_micros(100));
+            t = q
+                .next_release(t)
+                .unwrap_or(t)
+                .max(t + Duration::from_micros(100));
         }
         let took = last.duration_since(t0).as_secs_f64();
         assert!((0.2..0.26).contains(&took), "took {took} s");

@@ -1,16 +1,16 @@
 //! One peer connection per viewer, each with its own track, all fed from one frame bus.
 
+use crate::bus::{FrameBus, KeyframeRequest};
 use crate::bwe::{EstimateSnapshot, LinkEstimator};
 use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder, PublishingEstimator};
 use crate::ladder::RenditionChooser;
 use crate::pacing::{SendQueue, PACING_FACTOR};
-use rtc::interceptor::{CongestionControlBuilder, Slot};
-use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use crate::wire::WireTap;
-use crate::bus::{FrameBus, KeyframeRequest};
 use crate::{analyze_offer, MediaFrame, RtcError};
 use rtc::interceptor::Registry;
+use rtc::interceptor::{CongestionControlBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -834,11 +834,16 @@ impl ViewerTask {
             self.metrics.handoff_first.record(f64::from(first_us) / 1e6);
             {
                 let mut s = lock_samples(&self.shared.samples);
-                push_bounded(&mut s.handoff, (now, first_us, last_us, out.frame_bytes as u32));
+                push_bounded(
+                    &mut s.handoff,
+                    (now, first_us, last_us, out.frame_bytes as u32),
+                );
                 // Frames whose packets have left the socket by now (usually
                 // the previous ones: the driver sends after we hand over).
                 self.tap.drain(|t| {
-                    self.metrics.first_packet.record(f64::from(t.first_us) / 1e6);
+                    self.metrics
+                        .first_packet
+                        .record(f64::from(t.first_us) / 1e6);
                     self.metrics.last_packet.record(f64::from(t.last_us) / 1e6);
                     push_bounded(&mut s.wire, (now, t.first_us, t.last_us));
                 });
