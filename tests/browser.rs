@@ -137,3 +137,134 @@ async fn run_check(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{script} failed:\n{transcript}");
     transcript
 }
+
+/// Debian's Chromium behind a real 2 Mb/s link (a network namespace, a veth pair, a `tbf`
+/// cap on server → viewer; see `tests/common/netlab.rs`) plays the server's own page for
+/// 20 s: at 1280x720 and 4 Mb/s the stream does not fit, so the server must follow the
+/// browser's transport-cc feedback down the ladder. Generous thresholds (tight numbers
+/// are for `scripts/bench-browser-links.sh`): at least 20 frames decoded a second after a
+/// 3 s warmup, no gap between shown frames of 1.5 s or more, and a second's worth of
+/// frames shown smaller than 1280x720.
+///
+/// Needs root, iproute2 and nftables; without them it prints
+/// `SKIPPED (network namespaces unavailable: ...)` and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_behind_a_2_mbps_link_keeps_playing() {
+    use common::netlab::lab_or_skip;
+    use serde_json::Value;
+    use std::os::unix::process::CommandExt;
+
+    const SECONDS: u64 = 20;
+    const MIN_FPS: f64 = 20.0;
+    const MAX_GAP_MS: f64 = 1500.0;
+    const FULL: &str = "1280x720";
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/real_link.mjs");
+    assert!(
+        std::path::Path::new(&format!(
+            "{root}/tests/browser/node_modules/playwright-core"
+        ))
+        .exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: `apt-get install chromium` (scripts/test.sh does)"
+    );
+    // Lab 31: apart from tests/real_links.rs' labs, so both may run at once.
+    let Some(lab) = lab_or_skip(31) else { return };
+    lab.cap(2000);
+    let (_server, server) = common::spawn_binary_at(
+        &format!("{}:0", lab.root_ip),
+        &format!("{}:0,127.0.0.1:0", lab.root_ip),
+        &[],
+    )
+    .await;
+    let url = format!("http://{}/", server.addr);
+    let shot = format!("{root}/target/browser-real-link-2mbps.png");
+
+    /// Kills the viewer's whole process group (node and the Chromium it started) when the
+    /// test ends in any way: a Chromium left in the namespace would keep it alive.
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let mut cmd = lab.exec("node");
+    cmd.args([
+        script.as_str(),
+        &url,
+        &SECONDS.to_string(),
+        &shot,
+        "--warmup",
+        "3",
+    ])
+    .process_group(0);
+    let child = tokio::process::Command::from(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs in the namespace");
+    let _group = Group(child.id().expect("the viewer's pid"));
+    let out = tokio::time::timeout(Duration::from_secs(SECONDS + 60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("real_link.mjs did not finish within {} s", SECONDS + 60))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let transcript = format!("{stdout}\n{stderr}\n{}", lab.cap_stats());
+    assert!(out.status.success(), "real_link.mjs failed:\n{transcript}");
+    let j: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line from real_link.mjs:\n{transcript}"));
+    let f = |key: &str| j[key].as_f64().unwrap_or(f64::NAN);
+    let summary = format!(
+        "fps after warmup {:.1}, longest gap {:.0} ms at {} s, latency p50/p99 stripe {}/{} ms rtp {}/{} ms, \
+         NACKs {}, PLIs {}, freezes {}, peer connections {}, received {} kbit/s, sizes {}, size changes {}, server link {}",
+        f("fps_after_warmup"),
+        f("max_gap_ms_after_warmup"),
+        j["max_gap_at_s"],
+        j["latency_stripe_after_warmup"]["p50_ms"],
+        j["latency_stripe_after_warmup"]["p99_ms"],
+        j["latency_rtp_after_warmup"]["p50_ms"],
+        j["latency_rtp_after_warmup"]["p99_ms"],
+        j["nack_count"],
+        j["pli_count"],
+        j["freeze_count"],
+        j["peer_connections"],
+        j["received_kbps_after_warmup"],
+        j["sizes"],
+        j["size_changes"],
+        j["server_link_at_end"],
+    );
+    eprintln!("2 Mb/s Chromium: {summary}");
+    eprintln!("{}", lab.cap_stats());
+    assert!(
+        f("fps_after_warmup") >= MIN_FPS,
+        "fewer than {MIN_FPS} frames decoded a second after the warmup: {summary}\n{transcript}"
+    );
+    assert!(
+        f("max_gap_ms_after_warmup") < MAX_GAP_MS,
+        "the picture stood still for {MAX_GAP_MS} ms or more: {summary}\n{transcript}"
+    );
+    let smaller: u64 = j["sizes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(size, _)| size.as_str() != FULL)
+        .map(|(_, n)| n.as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        smaller >= 30,
+        "the server did not adapt: fewer than 30 frames shown below {FULL}: {summary}\n{transcript}"
+    );
+}
