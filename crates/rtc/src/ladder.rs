@@ -16,7 +16,8 @@
 //!   small rendition cannot see that its link got faster. After the path has been clean
 //!   for the probe interval the chooser *tries* one step up; the trial succeeds once the
 //!   estimate has caught up with the new rendition, and fails on congestion, which sends
-//!   the viewer back to where it was and doubles the interval (6 s, 12 s, ... 60 s).
+//!   the viewer back to where it was and makes the interval 1.5 times longer (6 s, 9 s,
+//!   13.5 s, ... 60 s).
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ pub const DOWN_MARGIN: f64 = 0.95;
 pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// No move up sooner than this after any switch.
 pub const MIN_DWELL: Duration = Duration::from_secs(2);
-/// First interval between upward trials on a clean path; doubles after each failure.
+/// First interval between upward trials on a clean path; x1.5 after each failure.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(6);
 /// Longest interval between upward trials.
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -103,6 +104,13 @@ impl RenditionChooser {
         self.current
     }
 
+    /// Puts the viewer on `r` without a decision (the ladder lost its step).
+    pub fn reset_to(&mut self, r: usize) {
+        self.current = r;
+        self.trial = None;
+        self.better_fits_since = None;
+    }
+
     pub fn switches(&self) -> u64 {
         self.switches
     }
@@ -143,7 +151,7 @@ impl RenditionChooser {
             if congested || now.saturating_duration_since(started) > TRIAL_TIMEOUT {
                 // The path could not carry it: back down, and wait longer next time.
                 self.trial = None;
-                self.probe_interval = (self.probe_interval * 2).min(MAX_PROBE_INTERVAL);
+                self.probe_interval = (self.probe_interval * 3 / 2).min(MAX_PROBE_INTERVAL);
                 // Back to where it was: the congestion is the trial's own, and the
                 // estimate needs a moment to read the path again.
                 let to = (self.current + 1).min(last);
@@ -346,7 +354,7 @@ mod tests {
                 );
             }
         }
-        assert!(trials.len() >= 3 && trials.len() <= 5, "{trials:?}");
+        assert!(trials.len() >= 4 && trials.len() <= 8, "{trials:?}");
         let gaps: Vec<_> = trials.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.windows(2).all(|g| g[1] > g[0]), "{gaps:?}");
 

@@ -72,7 +72,12 @@ impl SendQueue {
 
     /// Paces at `bps` from now on (`None`: no pacing).
     pub fn set_rate(&mut self, bps: Option<f64>) {
+        let was_paced = self.rate.is_some();
         self.rate = bps.map(|b| b.max(100_000.0));
+        if !was_paced {
+            // Pacing starts with a full burst, as after an idle moment.
+            self.budget_bits = self.burst_bits();
+        }
         self.budget_bits = self.budget_bits.min(self.burst_bits());
     }
 

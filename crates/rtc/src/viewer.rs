@@ -1021,7 +1021,14 @@ impl ViewerTask {
                     };
                     queue.set_rate((estimate > 0.0).then_some(estimate * PACING_FACTOR));
                     let ladder = self.bus.ladder();
-                    if estimate > 0.0 && ladder.len() > 1 {
+                    if current >= ladder.len().max(1) && pending.is_none() {
+                        // The ladder lost this step (turned off, or the picture shrank):
+                        // back to the full size.
+                        info!(from = current, "the ladder changed: viewer moves to the full-size rendition");
+                        chooser.reset_to(0);
+                        pending = Some((0, self.bus.subscribe_to(0), now));
+                        self.keyframe.request_for(0, "rendition gone");
+                    } else if estimate > 0.0 && ladder.len() > 1 {
                         let bitrates: Vec<u64> = ladder.iter().map(|r| r.bitrate_bps).collect();
                         if let Some((to, why)) = chooser.decide(now, estimate, congested, &bitrates) {
                             if to != current || pending.is_some() {
