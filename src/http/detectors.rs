@@ -171,6 +171,9 @@ pub(crate) fn link_json(l: &lumacast_rtc::LinkStats) -> Value {
         "pacing_bps": l.pacing_bps.round(),
         "send_queue_ms": (l.send_queue_ms * 10.0).round() / 10.0,
         "frames_dropped_link": l.frames_dropped_queue,
+        "nack_requested": l.nack_requested,
+        "nack_resent": l.nack_resent,
+        "nack_refused": l.nack_refused,
     })
 }
 

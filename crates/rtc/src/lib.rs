@@ -23,6 +23,7 @@ mod error;
 mod interceptor;
 pub mod ladder;
 mod mux;
+mod nack;
 mod netif;
 pub mod offer;
 pub mod pacing;

@@ -4,14 +4,16 @@ use crate::bus::{FrameBus, KeyframeRequest};
 use crate::bwe::{EstimateSnapshot, LinkEstimator};
 use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder, PublishingEstimator};
 use crate::ladder::RenditionChooser;
+use crate::nack::{NackCounters, NackResponder};
 use crate::pacing::{SendQueue, PACING_FACTOR};
 use crate::wire::WireTap;
 use crate::{analyze_offer, MediaFrame, RtcError};
 use rtc::interceptor::Registry;
 use rtc::interceptor::{CongestionControlBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_sender_only,
+};
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -114,6 +116,11 @@ pub struct LinkStats {
     pub send_queue_ms: f64,
     /// Whole frames dropped from this viewer's queue because its link could not keep up.
     pub frames_dropped_queue: u64,
+    /// Packets the viewer asked for again (NACK), those resent, and those refused (too
+    /// old, asked again too soon, or over the retransmission budget).
+    pub nack_requested: u64,
+    pub nack_resent: u64,
+    pub nack_refused: u64,
 }
 
 struct ViewerShared {
@@ -433,6 +440,7 @@ pub async fn answer_offer(
     let link = LinkHandles {
         estimate: Arc::new(Mutex::new(EstimateSnapshot::default())),
         remb: Arc::new(AtomicU64::new(0)),
+        nack: Arc::default(),
     };
     let setup = setup_peer(cfg, offer_sdp, &choice, detector, id, top_bps * 1.25, &link)
         .instrument(span.clone())
@@ -487,6 +495,7 @@ type SetupParts = (
 struct LinkHandles {
     estimate: Arc<Mutex<EstimateSnapshot>>,
     remb: Arc<AtomicU64>,
+    nack: Arc<NackCounters>,
 }
 
 async fn setup_peer(
@@ -533,8 +542,15 @@ async fn setup_peer(
             RtpCodecKind::Video,
         )
         .map_err(|e| RtcError::webrtc("register_codec", e))?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-        .map_err(|e| RtcError::webrtc("interceptors", e))?
+    // RTCP reports, the MID/RID extensions browsers demultiplex by, and our own NACK
+    // responder (crates/rtc/src/nack.rs) in place of webrtc-rs' unbounded one.
+    configure_simulcast_extension_headers(&mut media_engine)
+        .map_err(|e| RtcError::webrtc("interceptors", e))?;
+    let registry = configure_rtcp_reports(Registry::new())
+        .with(
+            Slot::NackResponder,
+            NackResponder::new(link.estimate.clone(), link.nack.clone()),
+        )
         .with(
             14_000usize.into(),
             KeyframeRequestForwarder::with_remb(link.remb.clone()),
@@ -1071,6 +1087,9 @@ impl ViewerTask {
                         pacing_bps: queue.rate().unwrap_or(0.0),
                         send_queue_ms: queue.delay().as_secs_f64() * 1e3,
                         frames_dropped_queue: queue_drops,
+                        nack_requested: self.link.nack.requested.load(Ordering::Relaxed),
+                        nack_resent: self.link.nack.resent.load(Ordering::Relaxed),
+                        nack_refused: self.link.nack.refused.load(Ordering::Relaxed),
                     };
                     drop(l);
                     self.metrics.estimate.record(estimate);
