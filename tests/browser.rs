@@ -143,7 +143,8 @@ async fn run_check(script: &str, args: &[&str]) -> String {
 /// 20 s: at 1280x720 and 4 Mb/s the stream does not fit, so the server must follow the
 /// browser's transport-cc feedback down the ladder. Generous thresholds (tight numbers
 /// are for `scripts/bench-browser-links.sh`): at least 20 frames decoded a second after a
-/// 3 s warmup, no gap between shown frames of 1.5 s or more, and a second's worth of
+/// 3 s warmup, no gap between shown frames of 2.5 s or more (a failed upward trial costs
+/// up to about 1.5 s; before adaptation Chromium showed 8 frames in 20 s), and a second's worth of
 /// frames shown smaller than 1280x720.
 ///
 /// Needs root, iproute2 and nftables; without them it prints
@@ -156,7 +157,7 @@ async fn chromium_behind_a_2_mbps_link_keeps_playing() {
 
     const SECONDS: u64 = 20;
     const MIN_FPS: f64 = 20.0;
-    const MAX_GAP_MS: f64 = 1500.0;
+    const MAX_GAP_MS: f64 = 2500.0;
     const FULL: &str = "1280x720";
 
     let root = env!("CARGO_MANIFEST_DIR");

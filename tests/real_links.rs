@@ -22,8 +22,10 @@ use std::time::Duration;
 
 /// Decoded pictures per second after the warmup that count as "keeps getting pictures".
 const MIN_FPS: f64 = 20.0;
-/// Longest gap between decoded pictures (after the warmup) that is still not a freeze.
-const MAX_GAP_MS: f64 = 1000.0;
+/// Longest gap between decoded pictures (after the warmup) that is still not a freeze. An
+/// upward trial that the link cannot carry costs a stall of up to about 1.5 s (measured
+/// in scripts/bench-links.sh); before adaptation the same viewer froze for 16.8 s of 20.
+const MAX_GAP_MS: f64 = 2500.0;
 const FULL: &str = "1280x720";
 
 struct Probe {
@@ -169,6 +171,13 @@ async fn a_viewer_behind_2_mbits_keeps_getting_pictures() {
     let (_server, url) = server(&lab).await;
     let p = probe(Some(&lab), &url, 20).await;
     p.assert_keeps_getting_pictures("2 Mb/s viewer");
+    // 1280x720 at 4 Mb/s does not fit: the viewer must have been moved down the ladder.
+    let (_, smaller) = p.sizes_between(3, 20);
+    assert!(
+        smaller >= 30,
+        "the 2 Mb/s viewer was not moved to a smaller rendition: {}",
+        p.summary()
+    );
     eprintln!("{}", lab.cap_stats());
 }
 
@@ -198,9 +207,11 @@ async fn full_resolution_comes_back_when_the_link_does() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         lab.uncap();
     };
-    let (p, ()) = tokio::join!(probe(Some(&lab), &url, 25), lift);
+    // Upward trials come 6 s after the path is clean, then 9 s after a failed one: a
+    // trial just before the lift is followed by one after it by second 20 at the latest.
+    let (p, ()) = tokio::join!(probe(Some(&lab), &url, 30), lift);
     p.assert_keeps_getting_pictures("viewer of a link lifted from 2 Mb/s");
-    let (full, other) = p.sizes_between(20, 25);
+    let (full, other) = p.sizes_between(25, 30);
     assert!(
         other == 0 && full as f64 >= 5.0 * MIN_FPS,
         "the last 5 s are not all {FULL} at {MIN_FPS}+ fps ({full} at {FULL}, {other} smaller): {}",
