@@ -796,7 +796,7 @@ struct ViewerTask {
 }
 
 /// How often a viewer task looks at its estimate (rendition choice, pacing rate, stats).
-const LOOK_INTERVAL: Duration = Duration::from_millis(100);
+const LOOK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The viewer's own RTP numbering and the timing of the frame being sent.
 struct Outgoing {
