@@ -1060,6 +1060,11 @@ impl ViewerTask {
                                 if to == current {
                                     pending = None; // back where it is: nothing to wait for
                                 } else {
+                                    if to > current {
+                                        // Down: the link cannot carry what is queued of this
+                                        // rendition; let the smaller IDR through first.
+                                        queue_drops += queue.drop_unstarted();
+                                    }
                                     pending = Some((to, self.bus.subscribe_to(to), now));
                                     self.keyframe.request_for(to, "rendition switch");
                                 }
@@ -1120,6 +1125,12 @@ impl ViewerTask {
                     Err(broadcast::error::RecvError::Closed) => break "detector stopped",
                 },
                 r = rx.recv() => match r {
+                        Ok(_) if pending.as_ref().is_some_and(|(to, _, _)| *to > current) => {
+                        // Moving down: frames of the rendition being left only delay the
+                        // smaller keyframe on a link that cannot carry them.
+                        self.shared.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                        waiting_for_keyframe = true;
+                    }
                     Ok(frame) => {
                         if waiting_for_keyframe {
                             if !frame.keyframe {
