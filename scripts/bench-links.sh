@@ -11,7 +11,7 @@
 #   SECONDS_PER_RUN=30 WARMUP=5 SERVER_ARGS="--keyint 120" sudo -E scripts/bench-links.sh
 #
 # Scenarios: cap2000 cap1000 cap500 (tbf caps in kbit/s, 20 kB burst, 100 ms queue),
-# lift2000 (2 Mb/s lifted after 10 s), loss2 (2 % random UDP loss, no cap),
+# lift2000 (2 Mb/s lifted after 10 s, a 30 s run), loss2 (2 % random UDP loss, no cap),
 # mixed1000 (a 1 Mb/s viewer and a loopback viewer at once), cpu3 (the server's CPU with
 # one loopback viewer, then with three viewers on the three renditions: loopback, a
 # second namespace capped at 2 Mb/s, this one at 1 Mb/s).
@@ -168,7 +168,7 @@ for scenario in "${SCENARIOS[@]}"; do
       cap 2000
       ( sleep 10; tc qdisc del dev "$ROOT_IF" root 2>/dev/null ) &
       LIFT_PID=$!
-      probe ns lift2000
+      probe ns lift2000 30
       wait "$LIFT_PID" 2>/dev/null || true; LIFT_PID=""
       report lift2000
       # the last 5 s, where the link is long lifted

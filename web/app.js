@@ -69,6 +69,7 @@ async function loadDetectors() {
     const o = document.createElement("option");
     o.value = d.name;
     o.textContent = `${d.name} (${d.kind}, ${d.width}x${d.height})`;
+    o.dataset.width = d.width;
     select.appendChild(o);
   }
   if (current && detectors.some((d) => d.name === current)) select.value = current;
@@ -222,6 +223,10 @@ const LATENCY_WINDOW = 150;
 function readStripe() {
   const w = video.videoWidth, h = video.videoHeight;
   if (w < 512 || h < 48) return null;
+  // A smaller rendition (a slow link) or a size limit scales the stripe: its cells no
+  // longer sit where they are read, and garbage can look like a time.
+  const opt = select.selectedOptions[0];
+  if (opt && opt.dataset.width && Number(opt.dataset.width) !== w) return null;
   // Copy the stripe region 1:1 (source pixels 0..512 x 0..48).
   stripeCtx.drawImage(video, 0, 0, 512, 48, 0, 0, 512, 48);
   const px = stripeCtx.getImageData(0, 0, 512, 48).data;
@@ -268,7 +273,9 @@ function onVideoFrame(_now, meta) {
     $("latencyText").textContent = `capture → display ${latency.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${s.seq}`;
     window.lumacast.latency = { last: latency, p50, seq: s.seq, samples: latencySamples.length };
   } else {
-    $("latencyText").textContent = "capture → display: no readable timestamp stripe (it needs the unscaled picture, ≥ 512 px wide: no binning or size limit)";
+    $("latencyText").textContent = serverLink && serverLink.rendition > 0
+      ? `capture → display: no readable timestamp stripe (this link gets the ${serverLink.width}x${serverLink.height} rendition; the stripe needs the full size)`
+      : "capture → display: no readable timestamp stripe (it needs the unscaled picture, ≥ 512 px wide: no binning or size limit)";
   }
   video.requestVideoFrameCallback(onVideoFrame);
 }
