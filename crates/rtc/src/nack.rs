@@ -18,13 +18,14 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::TransportContext;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Packets kept for retransmission (about 0.3 s of a 4 Mb/s stream; more is too old anyway).
-pub const HISTORY: usize = 1024;
+/// Packets kept for retransmission: 1.2 s of a 4 Mb/s stream, more than [`MAX_AGE`]
+/// (each holds a reference to its frame's buffer, so a longer history only keeps memory).
+pub const HISTORY: usize = 512;
 /// Older packets are not resent: the viewer's own queue bound is 250 ms, after which it
 /// resumes on a keyframe anyway.
 pub const MAX_AGE: Duration = Duration::from_millis(500);
@@ -54,6 +55,8 @@ struct Sent {
 }
 
 pub(crate) struct NackResponder {
+    /// Local streams whose viewer negotiated NACK: only their packets are kept.
+    streams: HashSet<u32>,
     history: VecDeque<Sent>,
     estimate: Arc<Mutex<EstimateSnapshot>>,
     budget_bits: f64,
@@ -66,7 +69,8 @@ pub(crate) struct NackResponder {
 impl NackResponder {
     pub(crate) fn new(estimate: Arc<Mutex<EstimateSnapshot>>, counters: Arc<NackCounters>) -> Self {
         NackResponder {
-            history: VecDeque::with_capacity(HISTORY),
+            streams: HashSet::new(),
+            history: VecDeque::new(),
             estimate,
             budget_bits: 0.0,
             last_refill: None,
@@ -172,15 +176,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(p) = &msg.message.packet {
-            if self.history.len() == HISTORY {
-                self.history.pop_front();
+            if self.streams.contains(&p.header.ssrc) {
+                if self.history.len() == HISTORY {
+                    self.history.pop_front();
+                }
+                self.history.push_back(Sent {
+                    packet: p.clone(),
+                    at: msg.now,
+                    resent_at: None,
+                    resends: 0,
+                });
             }
-            self.history.push_back(Sent {
-                packet: p.clone(),
-                at: msg.now,
-                resent_at: None,
-                resends: 0,
-            });
         }
         self.write_queue.push_back(msg);
         Ok(())
@@ -192,8 +198,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
 }
 
 impl Interceptor for NackResponder {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        // A viewer that did not offer `nack` never asks: keeping its packets would only
+        // hold memory (and their frames' buffers).
+        if info
+            .rtcp_feedback
+            .iter()
+            .any(|f| f.typ == "nack" && f.parameter.is_empty())
+        {
+            self.streams.insert(info.ssrc);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.streams.remove(&info.ssrc);
+        self.history.retain(|s| s.packet.header.ssrc != info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
@@ -237,6 +256,7 @@ mod tests {
             ..Default::default()
         };
         let mut r = NackResponder::new(Arc::new(Mutex::new(e)), Arc::default());
+        r.streams.insert(7);
         let t0 = Instant::now();
         for seq in 0..100u16 {
             let mut p = rtp(seq);
@@ -272,6 +292,16 @@ mod tests {
         let c = &r.counters;
         assert_eq!(c.resent.load(Ordering::Relaxed), 5);
         assert_eq!(c.refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn packets_of_a_stream_without_nack_are_not_kept() {
+        let (mut r, _) = responder(None);
+        r.streams.clear();
+        r.history.clear();
+        r.handle_write(rtp(1)).unwrap();
+        assert!(r.history.is_empty());
+        assert_eq!(resent(&mut r).len(), 1, "passed through");
     }
 
     #[test]

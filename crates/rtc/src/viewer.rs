@@ -45,6 +45,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The transport-wide sequence number header extension (draft-holmer-rmcat-transport-wide-cc).
+const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
 /// ICE connectivity-check interval; see `setup_peer` for why it is short.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 /// Connectivity-check attempts per pair: 280 x 5 ms = the 1.4 s webrtc-rs gives by default.
@@ -560,16 +564,22 @@ async fn setup_peer(
     // resolves the feedback, and our estimator (crates/rtc/src/bwe.rs) turns it into a
     // rate. No webrtc-rs pacer: the viewer task paces its own queue, so that it can drop
     // whole old frames (the pacer's queue is out of our reach).
-    let registry = configure_twcc_sender_only(registry, &mut media_engine)
-        .map_err(|e| RtcError::webrtc("transport-cc", e))?
-        .with(
-            Slot::CongestionControl,
-            CongestionControlBuilder::new(PublishingEstimator {
-                inner: LinkEstimator::new(initial_bps, 150_000.0, 50_000_000.0),
-                out: link.estimate.clone(),
-            })
-            .build(),
-        );
+    // Only for a viewer that offers the extension: the send history costs memory per
+    // packet, and without feedback it would only be pruned.
+    let registry = if offer_sdp.contains(TRANSPORT_CC_URI) {
+        configure_twcc_sender_only(registry, &mut media_engine)
+            .map_err(|e| RtcError::webrtc("transport-cc", e))?
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(PublishingEstimator {
+                    inner: LinkEstimator::new(initial_bps, 150_000.0, 50_000_000.0),
+                    out: link.estimate.clone(),
+                })
+                .build(),
+            )
+    } else {
+        registry
+    };
 
     let ice_servers = if cfg.ice_servers.is_empty() {
         vec![]
