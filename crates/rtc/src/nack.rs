@@ -177,7 +177,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(p) = &msg.message.packet {
             if self.streams.contains(&p.header.ssrc) {
-                if self.history.len() == HISTORY {
+                // Bounded in time as well as in count: what is older than MAX_AGE is never
+                // resent, and each entry holds its frame's buffer.
+                while self.history.len() == HISTORY
+                    || self
+                        .history
+                        .front()
+                        .is_some_and(|s| msg.now.saturating_duration_since(s.at) > MAX_AGE)
+                {
                     self.history.pop_front();
                 }
                 self.history.push_back(Sent {
