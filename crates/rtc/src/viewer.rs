@@ -1068,7 +1068,12 @@ impl ViewerTask {
                                     "viewer moves to another rendition"
                                 );
                                 if to == current {
-                                    pending = None; // back where it is: nothing to wait for
+                                    // Back where it is: nothing to wait for, but frames of
+                                    // this rendition dropped meanwhile need a keyframe.
+                                    pending = None;
+                                    if waiting_for_keyframe {
+                                        self.keyframe.request_for(current, "rendition move cancelled");
+                                    }
                                 } else {
                                     if to > current {
                                         // Down: the link cannot carry what is queued of this
