@@ -174,6 +174,9 @@ pub(crate) fn link_json(l: &lumacast_rtc::LinkStats) -> Value {
         "nack_requested": l.nack_requested,
         "nack_resent": l.nack_resent,
         "nack_refused": l.nack_refused,
+        "rtx": l.rtx,
+        "padding_bps": l.padding_bps.round(),
+        "padding_packets": l.padding_packets,
     })
 }
 

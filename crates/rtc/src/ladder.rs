@@ -18,6 +18,13 @@
 //!   estimate has caught up with the new rendition, and fails on congestion, which sends
 //!   the viewer back to where it was and makes the interval 1.5 times longer (6 s, 9 s,
 //!   13.5 s, ... 60 s).
+//! - a viewer whose peer takes RTX (RFC 4588) and sends transport-wide feedback is
+//!   probed instead, at no cost to its picture: below the top rendition, its link is
+//!   filled up to the estimate (capped at what the next step up needs) with RTX copies
+//!   of packets it already has, so the estimate can grow past what the media alone
+//!   delivers, and the viewer moves up by the ordinary rule above once the step fits.
+//!   Such a viewer gets no blind trials. Congestion while padding pauses the padding for
+//!   [`PAD_PAUSE`] (the link is full: the probe found its ceiling).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +42,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(6);
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// A trial that has not caught up by then has failed.
 pub const TRIAL_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Padding pauses this long after congestion seen while padding.
+pub const PAD_PAUSE: Duration = Duration::from_secs(2);
+/// Padding aims this far above what the next step up needs to fit, so that the estimate
+/// does not stop just short of it.
+pub const PAD_OVERSHOOT: f64 = 1.05;
 
 /// One step of a detector's ladder, as the encoder thread publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +70,12 @@ pub struct RenditionChooser {
     /// An upward trial in progress: when it started.
     trial: Option<Instant>,
     switches: u64,
+    /// The viewer can be probed with padding (RTX and transport-wide feedback).
+    can_pad: bool,
+    /// Padding was asked for at the last look.
+    padding: bool,
+    /// No padding before this instant (congestion was seen while padding).
+    pad_paused_until: Option<Instant>,
 }
 
 /// Why a viewer moves.
@@ -97,7 +116,44 @@ impl RenditionChooser {
             probe_interval: PROBE_INTERVAL,
             trial: None,
             switches: 0,
+            can_pad: false,
+            padding: false,
+            pad_paused_until: None,
         }
+    }
+
+    /// Starts on the full-size rendition; `can_pad` says the viewer is probed with padding
+    /// instead of blind trials (see the module docs).
+    pub fn with_padding(can_pad: bool) -> Self {
+        RenditionChooser {
+            can_pad,
+            ..Self::new()
+        }
+    }
+
+    /// The rate the viewer's link should carry in all, media and padding, bits per second;
+    /// 0 for no padding. Call once per look, after [`RenditionChooser::decide`].
+    pub fn padding_target(
+        &mut self,
+        now: Instant,
+        estimate_bps: f64,
+        congested: bool,
+        bitrates: &[u64],
+    ) -> f64 {
+        if congested && self.padding {
+            self.pad_paused_until = Some(now + PAD_PAUSE);
+        }
+        let paused = self.pad_paused_until.is_some_and(|t| now < t);
+        self.padding = self.can_pad
+            && !congested
+            && !paused
+            && self.current > 0
+            && self.current < bitrates.len();
+        if !self.padding {
+            return 0.0;
+        }
+        let next_needs = bitrates[self.current - 1] as f64 / UP_HEADROOM * PAD_OVERSHOOT;
+        estimate_bps.min(next_needs)
     }
 
     pub fn current(&self) -> usize {
@@ -185,6 +241,7 @@ impl RenditionChooser {
         self.better_fits_since = None;
 
         if self.current > 0
+            && !self.can_pad
             && dwelt
             && self
                 .clean_since
@@ -377,5 +434,56 @@ mod tests {
         assert_eq!(moved.map(|m| m.1), Some((0, SwitchReason::Probe)));
         assert_eq!(c.current(), 0);
         assert!(!c.on_trial());
+    }
+
+    #[test]
+    fn a_padded_viewer_is_probed_up_to_the_next_step_and_never_tried_blindly() {
+        let t0 = Instant::now();
+        let mut c = RenditionChooser::with_padding(true);
+        assert_eq!(
+            c.decide(t0, 1_700_000.0, true, &LADDER),
+            Some((1, SwitchReason::Down))
+        );
+        // Congested now: no padding.
+        assert_eq!(c.padding_target(t0, 1_700_000.0, true, &LADDER), 0.0);
+        // A capped link: padding fills it to the estimate; no trial ever comes.
+        let mut t = 0;
+        let mut est = 1_800_000.0;
+        while t < 60_000 {
+            t += 200;
+            assert_eq!(c.decide(at(t0, t), est, false, &LADDER), None, "at {t} ms");
+            let pad = c.padding_target(at(t0, t), est, false, &LADDER);
+            assert_eq!(pad, est, "at {t} ms");
+        }
+        // The probe hits the ceiling: padding pauses for PAD_PAUSE, then resumes.
+        t += 200;
+        assert_eq!(c.decide(at(t0, t), est, true, &LADDER), None);
+        assert_eq!(c.padding_target(at(t0, t), est, true, &LADDER), 0.0);
+        assert_eq!(c.padding_target(at(t0, t + 1000), est, false, &LADDER), 0.0);
+        assert_eq!(c.padding_target(at(t0, t + 2100), est, false, &LADDER), est);
+        // The cap is lifted: padding lets the estimate grow; capped at what 720p needs.
+        t += 2100;
+        let mut moved = None;
+        while t < 80_000 && moved.is_none() {
+            t += 200;
+            moved = c.decide(at(t0, t), est, false, &LADDER);
+            let pad = c.padding_target(at(t0, t), est, false, &LADDER);
+            assert!(pad <= 4_000_000.0 / UP_HEADROOM * PAD_OVERSHOOT + 1.0);
+            est = (est * 1.05).min(pad * 1.05).max(est);
+        }
+        assert_eq!(moved, Some((0, SwitchReason::Up)));
+        // On the top rendition nothing is padded.
+        assert_eq!(c.padding_target(at(t0, t + 200), est, false, &LADDER), 0.0);
+    }
+
+    #[test]
+    fn without_padding_nothing_is_padded() {
+        let t0 = Instant::now();
+        let mut c = RenditionChooser::new();
+        c.decide(t0, 1_700_000.0, true, &LADDER);
+        assert_eq!(
+            c.padding_target(at(t0, 5000), 1_900_000.0, false, &LADDER),
+            0.0
+        );
     }
 }

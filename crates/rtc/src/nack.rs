@@ -9,6 +9,15 @@
 //! [`MAX_AGE`], not resent within [`MIN_RESEND_INTERVAL`], at most [`MAX_RESENDS`] times,
 //! and while retransmissions stay under [`BUDGET_SHARE`] of the viewer's estimate.
 //! Time is an input (`TaggedPacket::now`), so the rules are unit-tested without sockets.
+//!
+//! When the viewer negotiated RTX (RFC 4588: a repair SSRC and payload type, as browsers
+//! offer), retransmissions go out as RTX packets: the original sequence number in front of
+//! the original payload, on the repair stream's own sequence numbers. The same stream
+//! carries *padding*: while the viewer task asks for it (a bandwidth probe, see
+//! `crate::ladder`), copies of recently sent packets fill the link up to the asked rate.
+//! The viewer already has them and drops them, but its transport-wide feedback reports
+//! them, so the estimate can grow past what the media alone delivers, without a trial
+//! step up that stalls the picture when the link cannot carry it.
 
 use crate::bwe::EstimateSnapshot;
 use rtc::interceptor::{
@@ -18,7 +27,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::TransportContext;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +44,11 @@ pub const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(80);
 pub const MAX_RESENDS: u8 = 3;
 /// Retransmissions may use this share of the estimate (token bucket, 200 ms burst).
 pub const BUDGET_SHARE: f64 = 0.5;
+/// Padding rides on media packets: its bucket holds at most this much time's worth, one
+/// frame interval and a half at 30 fps.
+pub const PADDING_BURST: Duration = Duration::from_millis(50);
+/// Padding copies the largest of this many most recent packets.
+const PADDING_CANDIDATES: usize = 16;
 
 /// What the responder did, for stats.
 #[derive(Debug, Default)]
@@ -45,6 +59,36 @@ pub struct NackCounters {
     pub resent: AtomicU64,
     /// Asked for but not resent (too old, unknown, asked again too soon, over budget).
     pub refused: AtomicU64,
+    /// Padding packets sent (RTX copies of packets already sent) and their payload bytes.
+    pub padding_packets: AtomicU64,
+    pub padding_bytes: AtomicU64,
+    /// The padding rate the viewer task asks for, bits per second (0: none). Only a stream
+    /// with RTX is padded.
+    pub padding_bps: AtomicU64,
+}
+
+/// A local stream whose viewer negotiated NACK, and its repair stream if it has one.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    rtx: Option<(u32, u8)>,
+    rtx_seq: u16,
+}
+
+/// The RTX form (RFC 4588) of `p`: the original sequence number, then its payload, on the
+/// repair SSRC, payload type and sequence number.
+pub(crate) fn rtx_packet(p: &rtc::rtp::Packet, ssrc: u32, pt: u8, seq: u16) -> rtc::rtp::Packet {
+    let mut payload = Vec::with_capacity(2 + p.payload.len());
+    payload.extend_from_slice(&p.header.sequence_number.to_be_bytes());
+    payload.extend_from_slice(&p.payload);
+    let mut header = p.header.clone();
+    header.ssrc = ssrc;
+    header.payload_type = pt;
+    header.sequence_number = seq;
+    header.padding = false;
+    rtc::rtp::Packet {
+        header,
+        payload: payload.into(),
+    }
 }
 
 struct Sent {
@@ -56,11 +100,13 @@ struct Sent {
 
 pub(crate) struct NackResponder {
     /// Local streams whose viewer negotiated NACK: only their packets are kept.
-    streams: HashSet<u32>,
+    streams: HashMap<u32, Stream>,
     history: VecDeque<Sent>,
     estimate: Arc<Mutex<EstimateSnapshot>>,
     budget_bits: f64,
     last_refill: Option<Instant>,
+    padding_bits: f64,
+    last_padding_refill: Option<Instant>,
     pub(crate) counters: Arc<NackCounters>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
@@ -69,11 +115,13 @@ pub(crate) struct NackResponder {
 impl NackResponder {
     pub(crate) fn new(estimate: Arc<Mutex<EstimateSnapshot>>, counters: Arc<NackCounters>) -> Self {
         NackResponder {
-            streams: HashSet::new(),
+            streams: HashMap::new(),
             history: VecDeque::new(),
             estimate,
             budget_bits: 0.0,
             last_refill: None,
+            padding_bits: 0.0,
+            last_padding_refill: None,
             counters,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
@@ -120,14 +168,72 @@ impl NackResponder {
         }
         sent.resent_at = Some(now);
         sent.resends += 1;
+        let packet = match self.streams.get_mut(&ssrc) {
+            Some(Stream {
+                rtx: Some((rtx_ssrc, rtx_pt)),
+                rtx_seq,
+            }) => {
+                *rtx_seq = rtx_seq.wrapping_add(1);
+                rtx_packet(&sent.packet, *rtx_ssrc, *rtx_pt, *rtx_seq)
+            }
+            _ => sent.packet.clone(),
+        };
         // Tagged so the send history counts it as new bytes on the wire.
         self.write_queue.push_back(TaggedPacket {
             now,
             transport: TransportContext::default(),
-            message: AttributedPacket::new(Packet::Rtp(sent.packet.clone()))
-                .with(Attribute::Retransmission),
+            message: AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission),
         });
         true
+    }
+
+    /// Sends what padding the asked rate allows since the last media packet of `ssrc`.
+    fn pad(&mut self, now: Instant, ssrc: u32) {
+        let rate = self.counters.padding_bps.load(Ordering::Relaxed) as f64;
+        let Some(Stream {
+            rtx: Some((rtx_ssrc, rtx_pt)),
+            rtx_seq,
+        }) = self.streams.get_mut(&ssrc)
+        else {
+            return;
+        };
+        if rate <= 0.0 {
+            self.padding_bits = 0.0;
+            self.last_padding_refill = None;
+            return;
+        }
+        let dt = self
+            .last_padding_refill
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.last_padding_refill = Some(now);
+        self.padding_bits = (self.padding_bits + dt * rate).min(rate * PADDING_BURST.as_secs_f64());
+        let Some(model) = self
+            .history
+            .iter()
+            .rev()
+            .take(PADDING_CANDIDATES)
+            .filter(|s| s.packet.header.ssrc == ssrc)
+            .max_by_key(|s| s.packet.payload.len())
+        else {
+            return;
+        };
+        let bits = (model.packet.payload.len() + 2 + 60) as f64 * 8.0;
+        while self.padding_bits >= bits {
+            self.padding_bits -= bits;
+            *rtx_seq = rtx_seq.wrapping_add(1);
+            let packet = rtx_packet(&model.packet, *rtx_ssrc, *rtx_pt, *rtx_seq);
+            self.counters
+                .padding_packets
+                .fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .padding_bytes
+                .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+            self.write_queue.push_back(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission),
+            });
+        }
     }
 
     fn handle_nack(&mut self, now: Instant, nack: &TransportLayerNack) {
@@ -175,8 +281,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let mut padded = None;
         if let Packet::Rtp(p) = &msg.message.packet {
-            if self.streams.contains(&p.header.ssrc) {
+            if self.streams.contains_key(&p.header.ssrc) {
+                padded = Some(p.header.ssrc);
                 // Bounded in time as well as in count: what is older than MAX_AGE is never
                 // resent, and each entry holds its frame's buffer.
                 while self.history.len() == HISTORY
@@ -195,7 +303,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
                 });
             }
         }
+        let now = msg.now;
         self.write_queue.push_back(msg);
+        if let Some(ssrc) = padded {
+            self.pad(now, ssrc);
+        }
         Ok(())
     }
 
@@ -213,7 +325,14 @@ impl Interceptor for NackResponder {
             .iter()
             .any(|f| f.typ == "nack" && f.parameter.is_empty())
         {
-            self.streams.insert(info.ssrc);
+            let rtx = info.ssrc_rtx.zip(info.payload_type_rtx);
+            self.streams.insert(
+                info.ssrc,
+                Stream {
+                    rtx,
+                    rtx_seq: rand::random(),
+                },
+            );
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
@@ -263,7 +382,13 @@ mod tests {
             ..Default::default()
         };
         let mut r = NackResponder::new(Arc::new(Mutex::new(e)), Arc::default());
-        r.streams.insert(7);
+        r.streams.insert(
+            7,
+            Stream {
+                rtx: None,
+                rtx_seq: 0,
+            },
+        );
         let t0 = Instant::now();
         for seq in 0..100u16 {
             let mut p = rtp(seq);
@@ -330,5 +455,78 @@ mod tests {
         r.handle_nack(t0 + Duration::from_millis(40), &nack(40, 0xffff));
         let more = resent(&mut r).len();
         assert!((1..=3).contains(&more), "{more}");
+    }
+
+    fn with_rtx(r: &mut NackResponder) {
+        r.streams.insert(
+            7,
+            Stream {
+                rtx: Some((70, 103)),
+                rtx_seq: 999,
+            },
+        );
+    }
+
+    #[test]
+    fn with_rtx_a_retransmission_is_an_rtx_packet() {
+        let (mut r, t0) = responder(None);
+        with_rtx(&mut r);
+        r.handle_nack(t0 + Duration::from_millis(20), &nack(10, 0b1)); // 10, 11
+        let out: Vec<rtc::rtp::Packet> = std::iter::from_fn(|| r.poll_write())
+            .map(|m| match m.message.packet {
+                Packet::Rtp(p) => p,
+                _ => panic!("not RTP"),
+            })
+            .collect();
+        assert_eq!(out.len(), 2);
+        for (p, osn) in out.iter().zip([10u16, 11]) {
+            assert_eq!((p.header.ssrc, p.header.payload_type), (70, 103));
+            assert_eq!(&p.payload[..2], &osn.to_be_bytes());
+            assert_eq!(p.payload.len(), 1142);
+        }
+        assert_eq!(out[0].header.sequence_number, 1000);
+        assert_eq!(out[1].header.sequence_number, 1001);
+    }
+
+    #[test]
+    fn padding_fills_the_asked_rate_with_rtx_copies_only_when_asked() {
+        let (mut r, t0) = responder(Some(2_000_000.0));
+        let send = |r: &mut NackResponder, ms: u64, seq: u16| {
+            let mut p = rtp(seq);
+            p.now = t0 + Duration::from_millis(ms);
+            r.handle_write(p).unwrap();
+            std::iter::from_fn(|| r.poll_write())
+                .filter_map(|m| match m.message.packet {
+                    Packet::Rtp(p) if p.header.ssrc == 70 => Some(p),
+                    _ => None,
+                })
+                .count()
+        };
+        // Without RTX, or without a rate, nothing is padded.
+        r.counters.padding_bps.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(send(&mut r, 0, 100), 0);
+        with_rtx(&mut r);
+        r.counters.padding_bps.store(0, Ordering::Relaxed);
+        assert_eq!(send(&mut r, 10, 101), 0);
+        // 1 Mb/s of padding over one second of media packets every 10 ms: ~1 Mbit.
+        r.counters.padding_bps.store(1_000_000, Ordering::Relaxed);
+        let mut padded = 0;
+        for i in 0..=100u16 {
+            padded += send(&mut r, 20 + u64::from(i) * 10, 102 + i);
+        }
+        let bits = padded as f64 * (1142.0 + 60.0) * 8.0;
+        assert!(
+            (0.9e6..1.05e6).contains(&bits),
+            "{padded} packets, {bits} bits"
+        );
+        assert_eq!(
+            r.counters.padding_packets.load(Ordering::Relaxed),
+            padded as u64
+        );
+        // A long pause does not turn into a burst: at most PADDING_BURST's worth.
+        let burst = send(&mut r, 5_000, 300);
+        assert!(burst <= 6, "{burst}");
+        r.counters.padding_bps.store(0, Ordering::Relaxed);
+        assert_eq!(send(&mut r, 5_010, 301), 0);
     }
 }

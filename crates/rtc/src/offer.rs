@@ -16,6 +16,8 @@ pub struct H264Choice {
     pub profile_level_id: String,
     /// The fmtp line we register and answer with.
     pub fmtp: String,
+    /// The offerer's RTX (RFC 4588) payload type for this format (`apt=` it), if offered.
+    pub rtx_payload_type: Option<u8>,
 }
 
 /// Checks that `sdp` parses, has a video m-section, and picks the H.264 format to answer:
@@ -109,6 +111,17 @@ pub fn analyze_offer(sdp: &str) -> Result<H264Choice, RtcError> {
                     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
                 ),
                 profile_level_id: profile,
+                rtx_payload_type: rtpmap.iter().find_map(|(rtx, codec)| {
+                    let is_rtx = codec
+                        .split('/')
+                        .next()
+                        .is_some_and(|n| n.eq_ignore_ascii_case("rtx"));
+                    let apt = format!("apt={pt}");
+                    let repairs = fmtp.iter().any(|(p, params)| {
+                        p == rtx && params.split(';').any(|kv| kv.trim() == apt)
+                    });
+                    (is_rtx && repairs).then_some(*rtx)
+                }),
             },
         ));
     }
@@ -141,6 +154,21 @@ mod tests {
         let c = analyze_offer(&offer(CHROME_VIDEO)).unwrap();
         assert_eq!(c.payload_type, 127);
         assert_eq!(c.profile_level_id, "42e01f");
+    }
+
+    #[test]
+    fn finds_the_rtx_format_of_the_chosen_one() {
+        let v = format!(
+            "{CHROME_VIDEO}a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=103\r\na=rtpmap:125 rtx/90000\r\na=fmtp:125 apt=127\r\n"
+        );
+        let c = analyze_offer(&offer(&v)).unwrap();
+        assert_eq!((c.payload_type, c.rtx_payload_type), (127, Some(125)));
+        assert_eq!(
+            analyze_offer(&offer(CHROME_VIDEO))
+                .unwrap()
+                .rtx_payload_type,
+            None
+        );
     }
 
     #[test]

@@ -2,23 +2,28 @@
 
 use crate::bus::{FrameBus, KeyframeRequest};
 use crate::bwe::{EstimateSnapshot, LinkEstimator};
-use crate::interceptor::{has_keyframe_request, KeyframeRequestForwarder, PublishingEstimator};
+use crate::interceptor::{
+    has_keyframe_request, KeyframeRequestForwarder, PublishingEstimator, RtxAlias,
+};
 use crate::ladder::RenditionChooser;
 use crate::nack::{NackCounters, NackResponder};
 use crate::pacing::{SendQueue, PACING_FACTOR};
 use crate::wire::WireTap;
 use crate::{analyze_offer, MediaFrame, RtcError};
 use rtc::interceptor::Registry;
-use rtc::interceptor::{CongestionControlBuilder, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_sender_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers,
 };
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_RTX,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +53,14 @@ impl Drop for AbortOnDrop {
 /// The transport-wide sequence number header extension (draft-holmer-rmcat-transport-wide-cc).
 const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// The RTX payload type to answer with: the offer's for the chosen format, when the
+/// viewer also asks for NACK (RTX only carries retransmissions and padding).
+fn rtx_payload_type(offer_sdp: &str, choice: &crate::H264Choice) -> Option<u8> {
+    let nack = format!("a=rtcp-fb:{} nack", choice.payload_type);
+    let asks_nack = offer_sdp.lines().any(|l| l.trim_end() == nack);
+    choice.rtx_payload_type.filter(|_| asks_nack)
+}
 
 /// ICE connectivity-check interval; see `setup_peer` for why it is short.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(5);
@@ -125,6 +138,12 @@ pub struct LinkStats {
     pub nack_requested: u64,
     pub nack_resent: u64,
     pub nack_refused: u64,
+    /// Whether the viewer negotiated RTX (RFC 4588): retransmissions and padding then go
+    /// on its repair stream, and its link is probed with padding instead of trial moves.
+    pub rtx: bool,
+    /// The padding rate asked for now (bits per second), and padding packets sent so far.
+    pub padding_bps: f64,
+    pub padding_packets: u64,
 }
 
 struct ViewerShared {
@@ -480,6 +499,8 @@ pub async fn answer_offer(
         shared,
         registry: registry.clone(),
         link,
+        rtx: rtx_payload_type(offer_sdp, &choice).is_some(),
+        transport_cc: offer_sdp.contains(TRANSPORT_CC_URI),
     };
     tokio::spawn(task.run().instrument(span));
     Ok(ViewerSession { id, answer_sdp })
@@ -546,6 +567,25 @@ async fn setup_peer(
             RtpCodecKind::Video,
         )
         .map_err(|e| RtcError::webrtc("register_codec", e))?;
+    // RTX (RFC 4588) when the viewer offers it for the chosen format and asks for NACK:
+    // retransmissions and padding then travel on their own SSRC (crates/rtc/src/nack.rs).
+    if let Some(rtx_pt) = rtx_payload_type(offer_sdp, choice) {
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_RTX.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={}", choice.payload_type),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: rtx_pt,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(|e| RtcError::webrtc("register_codec (rtx)", e))?;
+    }
     // RTCP reports, the MID/RID extensions browsers demultiplex by, and our own NACK
     // responder (crates/rtc/src/nack.rs) in place of webrtc-rs' unbounded one.
     configure_simulcast_extension_headers(&mut media_engine)
@@ -566,16 +606,36 @@ async fn setup_peer(
     // whole old frames (the pacer's queue is out of our reach).
     // Only for a viewer that offers the extension: the send history costs memory per
     // packet, and without feedback it would only be pruned.
+    // Numbering and the send history are wrapped so that they see the RTX stream too
+    // (`RtxAlias`): padding only helps the estimate if the viewer can report it.
     let registry = if offer_sdp.contains(TRANSPORT_CC_URI) {
-        configure_twcc_sender_only(registry, &mut media_engine)
-            .map_err(|e| RtcError::webrtc("transport-cc", e))?
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+                parameter: String::new(),
+            },
+            RtpCodecKind::Video,
+        );
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: TRANSPORT_CC_URI.to_owned(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| RtcError::webrtc("transport-cc", e))?;
+        registry
+            .with(Slot::TwccSender, RtxAlias(TwccSenderBuilder::new().build()))
             .with(
                 Slot::CongestionControl,
-                CongestionControlBuilder::new(PublishingEstimator {
-                    inner: LinkEstimator::new(initial_bps, 150_000.0, 50_000_000.0),
-                    out: link.estimate.clone(),
-                })
-                .build(),
+                RtxAlias(
+                    CongestionControlBuilder::new(PublishingEstimator {
+                        inner: LinkEstimator::new(initial_bps, 150_000.0, 50_000_000.0),
+                        out: link.estimate.clone(),
+                    })
+                    .build(),
+                ),
             )
     } else {
         registry
@@ -803,10 +863,16 @@ struct ViewerTask {
     shared: Arc<ViewerShared>,
     registry: ViewerRegistry,
     link: LinkHandles,
+    /// The viewer negotiated RTX, and transport-wide feedback: its link can be probed
+    /// with padding.
+    rtx: bool,
+    transport_cc: bool,
 }
 
 /// How often a viewer task looks at its estimate (rendition choice, pacing rate, stats).
 const LOOK_INTERVAL: Duration = Duration::from_millis(200);
+/// No padding while the viewer's own send queue holds more than this.
+const PADDING_MAX_QUEUE: Duration = Duration::from_millis(50);
 
 /// The viewer's own RTP numbering and the timing of the frame being sent.
 struct Outgoing {
@@ -990,7 +1056,7 @@ impl ViewerTask {
             frame_bytes: 0,
         };
         let mut queue = SendQueue::new();
-        let mut chooser = RenditionChooser::new();
+        let mut chooser = RenditionChooser::with_padding(self.rtx && self.transport_cc);
         let mut current = 0usize;
         // A move in progress: the target's subscription, until its first keyframe.
         let mut pending: Option<(usize, broadcast::Receiver<Arc<MediaFrame>>, Instant)> = None;
@@ -1093,6 +1159,21 @@ impl ViewerTask {
                             self.keyframe.request_for(*to, "rendition switch (again)");
                         }
                     }
+                    // Padding probes the link above the media (only with RTX; nothing
+                    // while a move is under way or the viewer's own queue is behind).
+                    let padding_bps = if ladder.len() > 1 && estimate > 0.0 {
+                        let bitrates: Vec<u64> = ladder.iter().map(|r| r.bitrate_bps).collect();
+                        let total = chooser.padding_target(now, estimate, congested, &bitrates);
+                        let media = bitrates.get(current).copied().unwrap_or(0) as f64;
+                        if pending.is_none() && queue.delay() < PADDING_MAX_QUEUE {
+                            (total - media).max(0.0)
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        0.0
+                    };
+                    self.link.nack.padding_bps.store(padding_bps as u64, Ordering::Relaxed);
                     let r = ladder.get(current).copied();
                     let mut l = self.shared.link.lock().unwrap_or_else(|e| e.into_inner());
                     *l = LinkStats {
@@ -1110,6 +1191,9 @@ impl ViewerTask {
                         nack_requested: self.link.nack.requested.load(Ordering::Relaxed),
                         nack_resent: self.link.nack.resent.load(Ordering::Relaxed),
                         nack_refused: self.link.nack.refused.load(Ordering::Relaxed),
+                        rtx: self.rtx,
+                        padding_bps,
+                        padding_packets: self.link.nack.padding_packets.load(Ordering::Relaxed),
                     };
                     drop(l);
                     self.metrics.estimate.record(estimate);
