@@ -3,11 +3,13 @@
 //! capture-to-decoded latency, fps, sequence gaps and time to first frame.
 //!
 //! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json] [--whep]
-//!     [--bind IP] [--nack] [--twcc] [--warmup 3]
+//!     [--bind IP] [--nack] [--rtx] [--twcc] [--warmup 3]
 //!
 //! `--bind IP` gathers the ICE host candidate on that address (default 127.0.0.1; e.g. a
 //! network namespace's veth address). `--nack` offers NACK (the client asks for lost
-//! packets again and waits up to 300 ms for them), `--twcc` offers transport-wide
+//! packets again and waits up to 300 ms for them), `--rtx` offers RFC 4588 RTX too, as
+//! Chromium does (implies `--nack`: retransmissions and bandwidth probes may then come on
+//! the server's RTX stream; the report counts them), `--twcc` offers transport-wide
 //! congestion control feedback, as a browser does. `--warmup S` (default 3) starts the
 //! "after warmup" figures S seconds after the answer was applied: fps, the longest gap
 //! between decoded pictures (the window's edges count), capture → decoded latency from the
@@ -262,10 +264,12 @@ async fn main() -> anyhow::Result<()> {
     let detector = opt("--detector");
     let json_out = args.iter().any(|a| a == "--json");
     let whep = args.iter().any(|a| a == "--whep");
+    let rtx = args.iter().any(|a| a == "--rtx");
     let options = ClientOptions {
         udp_addrs: vec![std::net::SocketAddr::new(bind, 0).to_string()],
-        nack: args.iter().any(|a| a == "--nack"),
+        nack: rtx || args.iter().any(|a| a == "--nack"),
         transport_cc: args.iter().any(|a| a == "--twcc"),
+        rtx,
     };
 
     let mut client = ViewerClient::with_options(&["42e01f", "42001f"], options).await?;
@@ -442,6 +446,10 @@ async fn main() -> anyhow::Result<()> {
                 "packets_recovered": stats.packets_recovered,
                 "packets_late": stats.packets_late,
                 "plis_sent": stats.plis,
+                "rtx_packets": stats.rtx,
+                "rtx_useful": stats.rtx_useful,
+                "rtx_duplicates": stats.rtx_duplicates,
+                "rtx_padding": stats.rtx_padding,
                 "received_kbps_after_warmup": received_kbps,
                 "fps_after_warmup": after.fps,
                 "max_gap_ms_after_warmup": after.max_gap_ms,
@@ -473,6 +481,10 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "packets       {} received, {} lost, {} recovered (out of order in time), {} late, {} padding; {} PLIs sent",
             stats.packets, stats.packets_lost, stats.packets_recovered, stats.packets_late, stats.padding, stats.plis
+        );
+        println!(
+            "rtx           {} received: {} useful (filled a gap), {} duplicates, {} padding only",
+            stats.rtx, stats.rtx_useful, stats.rtx_duplicates, stats.rtx_padding
         );
         println!(
             "frames        {keyframes} keyframes, {undecodable} undecodable; received {} kbit/s after the warmup",

@@ -4,11 +4,16 @@
 
 use crate::RtcError;
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::interceptor::{
+    Interceptor, NackGeneratorBuilder, Packet as InterceptorPacket, Registry, Slot, StreamInfo,
+    TaggedPacket,
+};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
 };
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_RTX,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
@@ -17,7 +22,8 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::collections::BTreeMap;
+use rtc::sansio::Protocol;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +79,12 @@ pub struct ClientOptions {
     /// Offer `nack` and `nack pli`, ask for retransmissions of lost packets, and wait
     /// (bounded) for them before declaring a frame broken.
     pub nack: bool,
+    /// With `nack` (ignored without it): also offer RFC 4588 RTX, as Chromium does — a
+    /// `video/rtx` payload type with `apt=` for every H.264 payload type — so the server
+    /// can retransmit, and probe bandwidth, on a separate RTX stream (`a=ssrc-group:FID`
+    /// in its answer). RTX packets are decapsulated back into the media stream; a copy of
+    /// a packet already received is dropped and counted (see [`ClientStats::rtx`]).
+    pub rtx: bool,
 }
 
 impl Default for ClientOptions {
@@ -81,6 +93,7 @@ impl Default for ClientOptions {
             udp_addrs: vec!["127.0.0.1:0".to_string()],
             transport_cc: false,
             nack: false,
+            rtx: false,
         }
     }
 }
@@ -106,6 +119,19 @@ pub struct ClientStats {
     pub frames_discarded: u64,
     /// Picture Loss Indications sent.
     pub plis: u64,
+    /// RTX packets received on the server's RTX stream (RFC 4588), padding-only ones
+    /// included: `rtx_useful + rtx_duplicates + rtx_padding` (once the last ones passed).
+    /// A decapsulated RTX packet also counts in `packets` and `payload_bytes`, and one that
+    /// fills a gap in `packets_recovered`; a duplicate does not count in `packets_late`.
+    pub rtx: u64,
+    /// RTX packets whose original had not arrived: handed on in its place.
+    pub rtx_useful: u64,
+    /// RTX packets whose original had arrived already (or whose gap was given up, or too
+    /// old to matter): dropped, as a bandwidth probe's copies are meant to be.
+    pub rtx_duplicates: u64,
+    /// RTX packets with nothing to decapsulate (padding only, no original sequence
+    /// number): dropped.
+    pub rtx_padding: u64,
 }
 
 /// The counters behind [`ClientStats`], shared with the receiving task.
@@ -120,6 +146,10 @@ struct Counters {
     frames: AtomicU64,
     frames_discarded: AtomicU64,
     plis: AtomicU64,
+    rtx: AtomicU64,
+    rtx_useful: AtomicU64,
+    rtx_duplicates: AtomicU64,
+    rtx_padding: AtomicU64,
 }
 
 impl Counters {
@@ -139,6 +169,10 @@ impl Counters {
             frames: g(&self.frames),
             frames_discarded: g(&self.frames_discarded),
             plis: g(&self.plis),
+            rtx: g(&self.rtx),
+            rtx_useful: g(&self.rtx_useful),
+            rtx_duplicates: g(&self.rtx_duplicates),
+            rtx_padding: g(&self.rtx_padding),
         }
     }
 }
@@ -218,6 +252,27 @@ impl<T> ReorderBuffer<T> {
             }
             return false;
         }
+        self.insert(ext, at, item)
+    }
+
+    /// Takes a retransmitted packet (a decapsulated RTX packet) that arrived at `at`.
+    /// Returns false when it is dropped: its packet was handed out already or given up on,
+    /// it is held already, it is more than the buffer holds ahead, or nothing arrived yet
+    /// (nothing to repair). Unlike [`push`](Self::push) a packet far behind is never taken
+    /// for a restarted numbering: a retransmission can be arbitrarily old.
+    pub(crate) fn push_retransmission(&mut self, seq: u16, at: Instant, item: T) -> bool {
+        let Some(next) = self.next else {
+            return false;
+        };
+        let delta = i64::from(seq.wrapping_sub(next as u16) as i16);
+        let ext = (next as i64 + delta) as u64;
+        if ext < next || ext - next > self.max_packets as u64 {
+            return false;
+        }
+        self.insert(ext, at, item)
+    }
+
+    fn insert(&mut self, ext: u64, at: Instant, item: T) -> bool {
         if self.pending.contains_key(&ext) {
             return false;
         }
@@ -428,12 +483,204 @@ impl Assembler {
     }
 }
 
+/// RFC 4588 §4: the original packet an RTX packet carries, or `None` when it carries none
+/// (a padding-only packet: fewer than the two bytes of the original sequence number once
+/// the RTP padding is stripped).
+///
+/// The RTX payload is the original sequence number (OSN, big-endian) followed by the
+/// original payload. The original is rebuilt on the media stream: `media_ssrc`,
+/// `media_payload_type` (the RTX payload type's `apt`), sequence number = OSN; timestamp,
+/// marker, CSRCs and header extensions (the transport-wide sequence number among them) as
+/// the RTX packet has them. The original's padding was not retransmitted, so none is set.
+pub(crate) fn decapsulate_rtx(
+    rtx: &rtc::rtp::Packet,
+    media_ssrc: u32,
+    media_payload_type: u8,
+) -> Option<rtc::rtp::Packet> {
+    let osn = rtx.payload.get(..2)?;
+    let mut header = rtx.header.clone();
+    header.ssrc = media_ssrc;
+    header.payload_type = media_payload_type;
+    header.sequence_number = u16::from_be_bytes([osn[0], osn[1]]);
+    header.padding = false;
+    Some(rtc::rtp::Packet {
+        header,
+        payload: rtx.payload.slice(2..),
+    })
+}
+
+/// The client's NACK generator with RFC 4588 RTX reception in front of it.
+///
+/// webrtc-rs 0.21 decapsulates RTX itself, but only in its endpoint handler, after the
+/// interceptor chain: the NACK generator sees the RTX packet on the RTX SSRC, never learns
+/// that the missing media packet came, and NACKs it again (up to the limit); and as the
+/// RTX flow is bound to the interceptors like a stream of its own, with the media codec's
+/// `nack` feedback, it also NACKs gaps in the RTX stream's sequence numbers. Neither is
+/// what a browser does. So this decapsulates right before the generator:
+///
+/// * A packet on an RTX SSRC (announced by `a=ssrc-group:FID` in the answer), or with one
+///   of the client's RTX payload types on an SSRC that is no media stream's, becomes the
+///   original media packet (see [`decapsulate_rtx`]); the generator then counts the
+///   original as arrived. It keeps the RTX payload type, the one mark webrtc-rs carries to
+///   the track that the packet was a retransmission (packet attributes stay in the chain);
+///   the receiving task restores the `apt`. webrtc-rs passes a media-SSRC packet on as it
+///   is (its own RTX handling keys on the SSRC).
+/// * A padding-only RTX packet passes unchanged; webrtc-rs drops it after the chain.
+/// * The RTX flow is not bound to the generator: no NACKs for RTX sequence numbers.
+///
+/// The TWCC receiver comes after this slot and records every packet by its transport-wide
+/// sequence number, whatever its SSRC; a decapsulated packet keeps the RTX packet's
+/// header extensions, so RTX packets (padding ones too) are in the feedback.
+struct RtxNackGenerator {
+    nack: rtc::interceptor::NackGeneratorInterceptor,
+    /// The client's RTX payload types and their `apt`.
+    rtx_apt: HashMap<u8, u8>,
+    /// Bound media streams: SSRC → payload type.
+    media: HashMap<u32, u8>,
+    /// RTX SSRC → the media SSRC it repairs.
+    rtx_ssrcs: HashMap<u32, u32>,
+    counters: Arc<Counters>,
+}
+
+impl RtxNackGenerator {
+    fn new(
+        nack: rtc::interceptor::NackGeneratorInterceptor,
+        rtx_apt: HashMap<u8, u8>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        RtxNackGenerator {
+            nack,
+            rtx_apt,
+            media: HashMap::new(),
+            rtx_ssrcs: HashMap::new(),
+            counters,
+        }
+    }
+
+    /// The media SSRC an RTX packet repairs, or `None` when it is no RTX packet (or repairs
+    /// no stream known yet).
+    fn repaired_ssrc(&self, header: &rtc::rtp::Header) -> Option<u32> {
+        if let Some(&media) = self.rtx_ssrcs.get(&header.ssrc) {
+            return Some(media);
+        }
+        if self.media.contains_key(&header.ssrc) {
+            return None;
+        }
+        let apt = *self.rtx_apt.get(&header.payload_type)?;
+        let mut streams = self.media.iter().filter(|(_, &pt)| pt == apt);
+        match (streams.next(), streams.next()) {
+            (Some((&ssrc, _)), None) => Some(ssrc),
+            _ => None,
+        }
+    }
+
+    fn is_rtx_flow(&self, info: &StreamInfo) -> bool {
+        self.rtx_ssrcs.contains_key(&info.ssrc) || self.rtx_apt.contains_key(&info.payload_type)
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxNackGenerator {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtp(pkt) = &mut msg.message.packet {
+            if let Some(media_ssrc) = self.repaired_ssrc(&pkt.header) {
+                Counters::add(&self.counters.rtx, 1);
+                let rtx_pt = pkt.header.payload_type;
+                let media_pt = self
+                    .rtx_apt
+                    .get(&rtx_pt)
+                    .or_else(|| self.media.get(&media_ssrc))
+                    .copied()
+                    .unwrap_or(rtx_pt);
+                match decapsulate_rtx(pkt, media_ssrc, media_pt) {
+                    Some(mut original) => {
+                        original.header.payload_type = rtx_pt;
+                        *pkt = original;
+                    }
+                    None => Counters::add(&self.counters.rtx_padding, 1),
+                }
+            }
+        }
+        self.nack.handle_read(msg)
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.nack.poll_read()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.nack.handle_write(msg)
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.nack.poll_write()
+    }
+
+    fn handle_event(&mut self, evt: ()) -> Result<(), Self::Error> {
+        self.nack.handle_event(evt)
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        self.nack.poll_event()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.nack.handle_timeout(now)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.nack.poll_timeout()
+    }
+
+    fn close(&mut self) -> Result<(), Self::Error> {
+        self.nack.close()
+    }
+}
+
+impl Interceptor for RtxNackGenerator {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.nack.bind_local_stream(info);
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.nack.unbind_local_stream(info);
+    }
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        // webrtc-rs binds a media stream first, naming its RTX flow, then the RTX flow.
+        if self.is_rtx_flow(info) {
+            return;
+        }
+        self.media.insert(info.ssrc, info.payload_type);
+        if let Some(rtx) = info.ssrc_rtx {
+            self.rtx_ssrcs.insert(rtx, info.ssrc);
+        }
+        self.nack.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        if self.is_rtx_flow(info) {
+            return;
+        }
+        self.media.remove(&info.ssrc);
+        self.rtx_ssrcs.retain(|_, media| *media != info.ssrc);
+        self.nack.unbind_remote_stream(info);
+    }
+}
+
 struct Handler {
     gathering_tx: watch::Sender<bool>,
     events: mpsc::Sender<ClientEvent>,
     track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     reorder_wait: Duration,
     counters: Arc<Counters>,
+    /// The client's RTX payload types and their `apt` (empty without RTX).
+    rtx_apt: Arc<HashMap<u8, u8>>,
 }
 
 #[async_trait::async_trait]
@@ -460,6 +707,7 @@ impl PeerConnectionEventHandler for Handler {
             self.events.clone(),
             self.reorder_wait,
             self.counters.clone(),
+            self.rtx_apt.clone(),
         ));
     }
 }
@@ -470,6 +718,7 @@ async fn receive(
     events: mpsc::Sender<ClientEvent>,
     reorder_wait: Duration,
     counters: Arc<Counters>,
+    rtx_apt: Arc<HashMap<u8, u8>>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let mut reorder = ReorderBuffer::new(REORDER_PACKETS, reorder_wait);
@@ -486,13 +735,23 @@ async fn receive(
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()),
                 if deadline.is_some() => None,
         };
-        if let Some(TrackRemoteEvent::OnRtpPacket(pkt)) = evt {
+        if let Some(TrackRemoteEvent::OnRtpPacket(mut pkt)) = evt {
             Counters::add(&counters.packets, 1);
             Counters::add(&counters.payload_bytes, pkt.payload.len() as u64);
             if carries_nothing(&pkt.payload) {
                 Counters::add(&counters.padding, 1);
             }
-            if !reorder.push(pkt.header.sequence_number, Instant::now(), pkt) {
+            // A decapsulated RTX packet still has its RTX payload type (see RtxNackGenerator).
+            let apt = rtx_apt.get(&pkt.header.payload_type).copied();
+            let seq = pkt.header.sequence_number;
+            if let Some(apt) = apt {
+                pkt.header.payload_type = apt;
+                if reorder.push_retransmission(seq, Instant::now(), pkt) {
+                    Counters::add(&counters.rtx_useful, 1);
+                } else {
+                    Counters::add(&counters.rtx_duplicates, 1);
+                }
+            } else if !reorder.push(seq, Instant::now(), pkt) {
                 Counters::add(&counters.packets_late, 1);
             }
         }
@@ -561,6 +820,23 @@ impl ViewerClient {
 
     /// Like [`ViewerClient::new`] with the given options.
     pub async fn with_options(profiles: &[&str], opts: ClientOptions) -> Result<Self, RtcError> {
+        // H.264 payload types are 102, 103, ...; with RTX, the RTX ones follow them (one
+        // profile: `a=rtpmap:103 rtx/90000`, `a=fmtp:103 apt=102`, as Chromium offers).
+        let rtx = opts.rtx && opts.nack;
+        let rtx_apt: HashMap<u8, u8> = if rtx {
+            if 102 + 2 * profiles.len() > 128 {
+                return Err(RtcError::webrtc(
+                    "register_codec",
+                    "too many profiles for RTX payload types",
+                ));
+            }
+            (0..profiles.len())
+                .map(|i| ((102 + profiles.len() + i) as u8, 102 + i as u8))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let counters = Arc::new(Counters::default());
         let mut media_engine = MediaEngine::default();
         for (i, profile) in profiles.iter().enumerate() {
             media_engine
@@ -596,18 +872,43 @@ impl ViewerClient {
                     RtpCodecKind::Video,
                 );
             }
-            registry = registry.with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new()
-                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                    .build(),
-            );
+            let nack = NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build();
+            registry = if rtx {
+                registry.with(
+                    Slot::NackGenerator,
+                    RtxNackGenerator::new(nack, rtx_apt.clone(), counters.clone()),
+                )
+            } else {
+                registry.with(Slot::NackGenerator, nack)
+            };
         }
         if opts.transport_cc {
             // `transport-cc` feedback, the transport-wide sequence number extension, and
             // the interceptor that records arrivals and sends TransportLayerCC.
             registry = configure_twcc_receiver_only(registry, &mut media_engine)
                 .map_err(|e| RtcError::webrtc("transport-cc", e))?;
+        }
+        // RTX codecs last, so that they get no RTCP feedback of their own (as in Chromium).
+        let mut rtx_pts: Vec<_> = rtx_apt.iter().map(|(&pt, &apt)| (pt, apt)).collect();
+        rtx_pts.sort_unstable();
+        for (payload_type, apt) in rtx_pts {
+            media_engine
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_RTX.to_owned(),
+                            clock_rate: 90_000,
+                            channels: 0,
+                            sdp_fmtp_line: format!("apt={apt}"),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type,
+                    },
+                    RtpCodecKind::Video,
+                )
+                .map_err(|e| RtcError::webrtc("register_codec", e))?;
         }
         let reorder_wait = if opts.nack {
             REORDER_WAIT
@@ -624,7 +925,6 @@ impl ViewerClient {
         let (gathering_tx, mut gathering_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(256);
         let track = Arc::new(std::sync::Mutex::new(None));
-        let counters = Arc::new(Counters::default());
         let pc = PeerConnectionBuilder::new()
             .with_setting_engine(settings.build())
             .with_media_engine(media_engine)
@@ -635,6 +935,7 @@ impl ViewerClient {
                 track: track.clone(),
                 reorder_wait,
                 counters: counters.clone(),
+                rtx_apt: Arc::new(rtx_apt),
             }))
             .with_runtime(crate::runtime::media_runtime(None))
             .with_udp_addrs(opts.udp_addrs)
@@ -1002,5 +1303,240 @@ mod tests {
             !sdp.contains("nack") && !sdp.contains("transport-cc"),
             "{sdp}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_offer_asks_for_rtx_for_every_h264_payload_type_when_told() {
+        let c = ViewerClient::with_options(
+            &["42e01f", "640c1f"],
+            ClientOptions {
+                nack: true,
+                rtx: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let sdp = c.offer_sdp().to_string();
+        c.close().await;
+        assert!(sdp.contains("a=rtpmap:102 H264/90000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:103 H264/90000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:104 rtx/90000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=fmtp:104 apt=102\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:105 rtx/90000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=fmtp:105 apt=103\r\n"), "{sdp}");
+        // the RTX payload types are offered with the media ones, and get no feedback
+        assert!(
+            sdp.contains("m=video 9 UDP/TLS/RTP/SAVPF 102 103 104 105"),
+            "{sdp}"
+        );
+        assert!(!sdp.contains("a=rtcp-fb:104") && !sdp.contains("a=rtcp-fb:105"));
+        assert!(sdp.contains("a=rtcp-fb:102 nack\r\n"), "{sdp}");
+        // one profile: as Chromium offers it
+        let c = ViewerClient::with_options(
+            &["42e01f"],
+            ClientOptions {
+                nack: true,
+                rtx: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let sdp = c.offer_sdp().to_string();
+        c.close().await;
+        assert!(
+            sdp.contains("a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n"),
+            "{sdp}"
+        );
+        // RTX without NACK is not offered, and neither is it by default
+        for opts in [
+            ClientOptions {
+                rtx: true,
+                ..Default::default()
+            },
+            ClientOptions {
+                nack: true,
+                ..Default::default()
+            },
+        ] {
+            let c = ViewerClient::with_options(&["42e01f"], opts).await.unwrap();
+            let sdp = c.offer_sdp().to_string();
+            c.close().await;
+            assert!(!sdp.contains("rtx") && !sdp.contains("apt="), "{sdp}");
+        }
+    }
+
+    fn rtx_packet(ssrc: u32, seq: u16, payload: &[u8]) -> rtc::rtp::Packet {
+        rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type: 103,
+                ssrc,
+                sequence_number: seq,
+                timestamp: 90_000,
+                marker: true,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn an_rtx_packet_is_decapsulated_into_its_original() {
+        let mut rtx = rtx_packet(2000, 7, &[0x12, 0x34, 0x41, 0x9a, 0x02]);
+        rtx.header.padding = true;
+        rtx.header
+            .set_extension(3, Bytes::from_static(&[0x00, 0x2a]))
+            .unwrap();
+        let original = decapsulate_rtx(&rtx, 1000, 102).unwrap();
+        assert_eq!(original.header.ssrc, 1000);
+        assert_eq!(original.header.payload_type, 102);
+        assert_eq!(original.header.sequence_number, 0x1234);
+        assert_eq!(original.header.timestamp, 90_000);
+        assert!(original.header.marker);
+        assert!(!original.header.padding);
+        // the transport-wide sequence number the RTX packet was sent with stays
+        assert_eq!(
+            original.header.get_extension(3),
+            Some(Bytes::from_static(&[0x00, 0x2a]))
+        );
+        assert_eq!(&original.payload[..], &[0x41, 0x9a, 0x02]);
+        // the original of a retransmitted padding-only packet: the OSN and nothing else
+        let empty = decapsulate_rtx(&rtx_packet(2000, 8, &[0xff, 0xff]), 1000, 102).unwrap();
+        assert_eq!(empty.header.sequence_number, 0xffff);
+        assert!(empty.payload.is_empty());
+        // padding only (payload empty once the padding is stripped), or no whole OSN
+        assert!(decapsulate_rtx(&rtx_packet(2000, 9, &[]), 1000, 102).is_none());
+        assert!(decapsulate_rtx(&rtx_packet(2000, 9, &[0x12]), 1000, 102).is_none());
+    }
+
+    #[test]
+    fn a_retransmission_fills_a_gap_but_is_never_taken_for_a_new_numbering() {
+        let t = Instant::now();
+        let mut b = ReorderBuffer::new(16, WAIT);
+        // nothing to repair yet
+        assert!(!b.push_retransmission(5, t, 5));
+        b.push(10, t, 10);
+        b.push(12, t, 12);
+        assert_eq!(seqs(&drain(&mut b, t)), vec![10]);
+        assert!(b.push_retransmission(11, t, 11));
+        // a copy of what is held, or of what was handed out, or of anything older
+        assert!(!b.push_retransmission(12, t, 12));
+        assert!(!b.push_retransmission(10, t, 10));
+        assert!(!b.push_retransmission(60000, t, 60000));
+        // further ahead than the buffer holds
+        assert!(!b.push_retransmission(40, t, 40));
+        assert_eq!(seqs(&drain(&mut b, t)), vec![11, 12]);
+        assert_eq!(b.take_filled(), 1);
+        // a late original after the retransmission is a duplicate
+        assert!(!b.push(11, t, 11));
+    }
+
+    fn stream(ssrc: u32, payload_type: u8, rtx: Option<(u32, u8)>) -> StreamInfo {
+        StreamInfo {
+            ssrc,
+            payload_type,
+            ssrc_rtx: rtx.map(|(s, _)| s),
+            payload_type_rtx: rtx.map(|(_, pt)| pt),
+            clock_rate: 90_000,
+            mime_type: MIME_TYPE_H264.to_owned(),
+            rtcp_feedback: vec![rtc::interceptor::RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn tagged(now: Instant, pkt: rtc::rtp::Packet) -> TaggedPacket {
+        TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: rtc::interceptor::AttributedPacket::new(InterceptorPacket::Rtp(pkt)),
+        }
+    }
+
+    fn read_through(
+        g: &mut RtxNackGenerator,
+        now: Instant,
+        pkt: rtc::rtp::Packet,
+    ) -> rtc::rtp::Packet {
+        g.handle_read(tagged(now, pkt)).unwrap();
+        match g.poll_read().unwrap().message.packet {
+            InterceptorPacket::Rtp(p) => p,
+            _ => panic!("not RTP"),
+        }
+    }
+
+    fn nacks(g: &mut RtxNackGenerator) -> Vec<(u32, Vec<u16>)> {
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+        std::iter::from_fn(|| g.poll_write())
+            .flat_map(|m| match m.message.packet {
+                InterceptorPacket::Rtcp(v) => v,
+                _ => vec![],
+            })
+            .filter_map(|p| {
+                p.as_any().downcast_ref::<TransportLayerNack>().map(|n| {
+                    let seqs = n.nacks.iter().flat_map(|p| p.packet_list()).collect();
+                    (n.media_ssrc, seqs)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rtx_is_decapsulated_before_the_nack_generator() {
+        let t = Instant::now();
+        let counters = Arc::new(Counters::default());
+        let mut g = RtxNackGenerator::new(
+            NackGeneratorBuilder::new().build(),
+            HashMap::from([(103, 102)]),
+            counters.clone(),
+        );
+        // as webrtc-rs binds an answer's `a=ssrc-group:FID 1000 2000`
+        g.bind_remote_stream(&stream(1000, 102, Some((2000, 103))));
+        g.bind_remote_stream(&stream(2000, 103, None));
+        let media = |seq| rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                payload_type: 102,
+                ssrc: 1000,
+                sequence_number: seq,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(P),
+        };
+        for seq in [1, 2, 4, 5] {
+            assert_eq!(
+                read_through(&mut g, t, media(seq)).header.sequence_number,
+                seq
+            );
+        }
+        // 3 comes on the RTX stream: on to the track as the original, with the RTX
+        // payload type as its mark
+        let p = read_through(&mut g, t, rtx_packet(2000, 50, &[0, 3, 0x41, 0x9a]));
+        assert_eq!((p.header.ssrc, p.header.sequence_number), (1000, 3));
+        assert_eq!(p.header.payload_type, 103);
+        assert_eq!(&p.payload[..], &[0x41, 0x9a]);
+        // padding-only RTX packets (with a gap in the RTX numbering) pass unchanged
+        let p = read_through(&mut g, t, rtx_packet(2000, 52, &[]));
+        assert_eq!((p.header.ssrc, p.header.sequence_number), (2000, 52));
+        g.handle_timeout(t + Duration::from_millis(150)).unwrap();
+        // nothing is missing: 3 arrived, and the RTX stream's numbers are nobody's concern
+        assert_eq!(nacks(&mut g), vec![]);
+        // a real loss is still asked for
+        read_through(&mut g, t, media(7));
+        g.handle_timeout(t + Duration::from_millis(300)).unwrap();
+        assert_eq!(nacks(&mut g), vec![(1000, vec![6])]);
+        let s = counters.snapshot();
+        assert_eq!((s.rtx, s.rtx_padding), (2, 1));
+        // an RTX payload type on an SSRC nobody announced repairs the one media stream
+        let p = read_through(&mut g, t, rtx_packet(3000, 1, &[0, 6, 0x41]));
+        assert_eq!((p.header.ssrc, p.header.sequence_number), (1000, 6));
+        // the media stream's own packets are never taken for RTX
+        let mut m = media(8);
+        m.header.payload_type = 103;
+        assert_eq!(read_through(&mut g, t, m).header.sequence_number, 8);
+        assert_eq!(counters.snapshot().rtx, 3);
     }
 }
