@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Viewers behind real shaped links: the release server in the root namespace, the
-# release probe (NACK and transport-wide feedback on, as a browser) in a network namespace
+# release probe (NACK with RTX and transport-wide feedback on, as a browser) in a network namespace
 # behind a veth pair whose server -> viewer direction is capped (tbf) or lossy (nftables).
 # One line per scenario and viewer: fps, longest gap between decoded pictures, capture ->
 # decoded latency p50/p99 (from the stripe, and from the RTP clock for every picture), the
@@ -126,7 +126,7 @@ stop_server() {
 # probe WHERE(ns|lo) NAME [seconds]: runs the probe, its JSON into $OUT/NAME.json
 probe() {
   local where="$1" name="$2" secs="${3:-$SECONDS_PER_RUN}"
-  local args=("$URL" --nack --twcc --json --warmup "$WARMUP" --seconds "$secs")
+  local args=("$URL" --rtx --twcc --json --warmup "$WARMUP" --seconds "$secs")
   if [ "$where" = ns ]; then
     ip netns exec "$NS" "$PROBE" "${args[@]}" --bind "$NS_IP" >"$OUT/$name.json" 2>"$OUT/$name.err" || true
   else
@@ -211,7 +211,7 @@ EOF
       one=$(python3 -c "print(f'{100 * ($b - $a) / 12:.1f}')")
       probe lo cpu3-lo 20 & p1=$!
       probe ns cpu3-1000 20 & p2=$!
-      ip netns exec "$NS2" "$PROBE" "$URL" --nack --twcc --json --warmup "$WARMUP" --seconds 20 \
+      ip netns exec "$NS2" "$PROBE" "$URL" --rtx --twcc --json --warmup "$WARMUP" --seconds 20 \
         --bind "$NS_IP2" >"$OUT/cpu3-2000.json" 2>"$OUT/cpu3-2000.err" & p3=$!
       sleep 6; a=$(cpu_s); sleep 12; b=$(cpu_s)
       wait "$p1" "$p2" "$p3" || true

@@ -357,6 +357,7 @@ function summarise(rl, a, b) {
       feedback: lastLink.feedback, estimate_kbps: lastLink.estimate_bps !== undefined ? Math.round(lastLink.estimate_bps / 1000) : null,
       loss: lastLink.loss, rendition: lastLink.rendition, size: `${lastLink.width}x${lastLink.height}`,
       rendition_switches: lastLink.rendition_switches,
+      rtx: lastLink.rtx, padding_packets: lastLink.padding_packets, nack_resent: lastLink.nack_resent,
     },
     per_second: perSecond,
   };

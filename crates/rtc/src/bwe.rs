@@ -27,7 +27,9 @@
 //! before the next look); a clean path (queue under [`CLEAN_QUEUE_MS`], loss under
 //! [`LOW_LOSS`]) lets the estimate grow by [`INCREASE_PER_S`] per second, but never past
 //! 1.5 × what is delivered plus a margin: an estimate that the path never confirmed
-//! would only send a viewer to a rendition it cannot carry.
+//! would only send a viewer to a rendition it cannot carry. Near the rate of the last
+//! back-off (from 0.9 to 1.05 × it) growth is [`NEAR_CEILING_SHARE`] of that, so a capped
+//! link is approached gently; past it, the full rate resumes (the link got faster).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -44,6 +46,8 @@ pub const LOW_LOSS: f64 = 0.03;
 pub const DECREASE_HOLD: Duration = Duration::from_millis(450);
 /// Multiplicative growth per second on a clean path.
 pub const INCREASE_PER_S: f64 = 0.25;
+/// Share of [`INCREASE_PER_S`] near the rate of the last back-off.
+pub const NEAR_CEILING_SHARE: f64 = 1.0 / 3.0;
 /// The window the delivered rate is measured over.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// The window the base (queue-free) delay is the minimum of.
@@ -254,7 +258,9 @@ impl LinkEstimator {
             }
         }
         let rate = match self.ceiling {
-            Some(c) if self.target > c * 0.85 => INCREASE_PER_S / 5.0,
+            Some(c) if self.target > c * 0.9 && self.target < c * 1.05 => {
+                INCREASE_PER_S * NEAR_CEILING_SHARE
+            }
             _ => INCREASE_PER_S,
         };
         let grown = self.target * (1.0 + rate).powf(dt);

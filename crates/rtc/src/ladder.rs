@@ -34,6 +34,8 @@ pub const UP_HEADROOM: f64 = 0.80;
 pub const DOWN_MARGIN: f64 = 0.95;
 /// How long a better rendition must fit before moving up to it.
 pub const UP_HOLD: Duration = Duration::from_secs(1);
+/// The same for a viewer probed with padding: its estimate was earned with real bytes.
+pub const UP_HOLD_PADDED: Duration = Duration::from_millis(500);
 /// No move up sooner than this after any switch.
 pub const MIN_DWELL: Duration = Duration::from_secs(2);
 /// First interval between upward trials on a clean path; x1.5 after each failure.
@@ -233,7 +235,12 @@ impl RenditionChooser {
             .is_none_or(|t| now.saturating_duration_since(t) >= MIN_DWELL);
         if best_fit < self.current {
             let since = *self.better_fits_since.get_or_insert(now);
-            if dwelt && now.saturating_duration_since(since) >= UP_HOLD {
+            let hold = if self.can_pad {
+                UP_HOLD_PADDED
+            } else {
+                UP_HOLD
+            };
+            if dwelt && now.saturating_duration_since(since) >= hold {
                 return Some(self.switch(now, best_fit, SwitchReason::Up));
             }
             return None;
