@@ -442,4 +442,29 @@ mod tests {
         }
         assert!(est.bitrate_bps() < 3_000_000.0, "{}", est.bitrate_bps());
     }
+
+    #[test]
+    fn growth_is_gentle_only_near_the_last_back_off() {
+        let t0 = Instant::now();
+        let grow_from = |target: f64| {
+            let mut e = LinkEstimator::new(target, 150_000.0, 50_000_000.0);
+            e.ceiling = Some(2_000_000.0);
+            e.delivered = Some(2_000_000.0);
+            e.last_increase = Some(t0);
+            e.update(t0 + Duration::from_secs(1));
+            e.target / target
+        };
+        let full = 1.0 + INCREASE_PER_S;
+        let gentle = 1.0 + INCREASE_PER_S * NEAR_CEILING_SHARE;
+        // Below 0.9 x the ceiling, and past 1.05 x it: the full rate.
+        assert!(
+            (grow_from(1_500_000.0) - full).abs() < 1e-6,
+            "{}",
+            grow_from(1_500_000.0)
+        );
+        assert!((grow_from(2_200_000.0) - full).abs() < 1e-6);
+        // In between: a third of it.
+        assert!((grow_from(1_900_000.0) - gentle).abs() < 1e-6);
+        assert!((grow_from(2_050_000.0) - gentle).abs() < 1e-6);
+    }
 }
