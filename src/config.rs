@@ -91,6 +91,18 @@ pub struct Config {
     #[arg(long = "public-ip", env = "LUMACAST_PUBLIC_IPS", value_delimiter = ',')]
     pub public_ips: Vec<String>,
 
+    /// Playout delay asked of viewers whose browser offers the playout-delay RTP header
+    /// extension (Chromium does): `MIN,MAX` in milliseconds (steps of 10), or `off` to
+    /// not negotiate it. `0,0` (the default) has each frame rendered as soon as it is
+    /// decoded, whatever the viewer's page asks.
+    #[arg(
+        long,
+        env = "LUMACAST_PLAYOUT_DELAY",
+        default_value = "0,0",
+        value_parser = parse_playout_delay
+    )]
+    pub playout_delay: PlayoutDelayArg,
+
     /// Most viewers per detector.
     #[arg(long, env = "LUMACAST_MAX_VIEWERS", default_value_t = 64)]
     pub max_viewers: usize,
@@ -162,9 +174,45 @@ impl Config {
             public_ips: self.public_ips.clone(),
             max_viewers: self.max_viewers,
             gather_timeout: Duration::from_millis(self.ice_gather_timeout_ms.clamp(10, 10_000)),
+            playout_delay: self.playout_delay.0,
             ..Default::default()
         }
     }
+}
+
+/// `--playout-delay`: the delay bounds, or `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayoutDelayArg(pub Option<lumacast_rtc::PlayoutDelay>);
+
+/// Parses `--playout-delay`: `MIN,MAX` milliseconds (multiples of 10, at most 40950,
+/// MIN ≤ MAX) or `off`.
+pub fn parse_playout_delay(s: &str) -> Result<PlayoutDelayArg, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(PlayoutDelayArg(None));
+    }
+    let (min, max) = s
+        .split_once(',')
+        .ok_or_else(|| format!("playout delay \"{s}\": want MIN,MAX in milliseconds, or off"))?;
+    let ms = |v: &str| -> Result<u16, String> {
+        let v: u16 = v.trim().parse().map_err(|_| {
+            format!("playout delay \"{s}\": \"{v}\" is not a number of milliseconds")
+        })?;
+        if v % 10 != 0 || v > 40_950 {
+            return Err(format!(
+                "playout delay \"{s}\": {v} ms is not a multiple of 10 up to 40950"
+            ));
+        }
+        Ok(v)
+    };
+    let (min_ms, max_ms) = (ms(min)?, ms(max)?);
+    if min_ms > max_ms {
+        return Err(format!("playout delay \"{s}\": MIN is above MAX"));
+    }
+    Ok(PlayoutDelayArg(Some(lumacast_rtc::PlayoutDelay {
+        min_ms,
+        max_ms,
+    })))
 }
 
 /// What kind of frame source a detector is.
@@ -423,6 +471,25 @@ mod tests {
                 fps: 30.0,
                 bits: 12
             }
+        );
+    }
+
+    #[test]
+    fn playout_delays_from_the_command_line() {
+        use lumacast_rtc::PlayoutDelay;
+        let d = |min_ms, max_ms| Ok(PlayoutDelayArg(Some(PlayoutDelay { min_ms, max_ms })));
+        assert_eq!(parse_playout_delay("0,0"), d(0, 0));
+        assert_eq!(parse_playout_delay(" 0, 100 "), d(0, 100));
+        assert_eq!(parse_playout_delay("off"), Ok(PlayoutDelayArg(None)));
+        for bad in ["", "5,10", "20,10", "0", "a,b", "0,50000"] {
+            assert!(parse_playout_delay(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Config::default_for_tests().rtc().playout_delay,
+            Some(PlayoutDelay {
+                min_ms: 0,
+                max_ms: 0
+            })
         );
     }
 

@@ -45,7 +45,8 @@ pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;
 pub use viewer::{
-    answer_offer, LinkStats, RtcConfig, ViewerRegistry, ViewerSession, ViewerSnapshot,
+    abs_capture_time, answer_offer, LinkStats, PlayoutDelay, RtcConfig, ViewerRegistry,
+    ViewerSession, ViewerSnapshot, ABS_CAPTURE_TIME_URI, PLAYOUT_DELAY_URI,
 };
 
 /// The H.264 profiles we can answer, in order of preference. Our encoder produces

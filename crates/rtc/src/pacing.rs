@@ -32,6 +32,8 @@ pub struct QueuedPacket {
     /// The frame's RTP timestamp (before the viewer's offset).
     pub rtp_ts: u32,
     pub captured: Instant,
+    /// The frame's capture time, microseconds since the UNIX epoch.
+    pub captured_us: u64,
     pub frame_seq: u64,
     pub frame_bytes: u32,
     pub packets_in_frame: u32,
@@ -113,6 +115,7 @@ impl SendQueue {
                 first: i == 0,
                 rtp_ts: frame.rtp_ts,
                 captured: frame.captured,
+                captured_us: frame.captured_us,
                 frame_seq: frame.seq,
                 frame_bytes,
                 packets_in_frame: n as u32,

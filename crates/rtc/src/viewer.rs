@@ -10,6 +10,7 @@ use crate::nack::{NackCounters, NackResponder};
 use crate::pacing::{SendQueue, PACING_FACTOR};
 use crate::wire::WireTap;
 use crate::{analyze_offer, MediaFrame, RtcError};
+use bytes::Bytes;
 use rtc::interceptor::Registry;
 use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
@@ -62,6 +63,62 @@ fn rtx_payload_type(offer_sdp: &str, choice: &crate::H264Choice) -> Option<u8> {
     choice.rtx_payload_type.filter(|_| asks_nack)
 }
 
+/// The playout-delay header extension: the receiver's render delay bounds, per frame.
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+/// The absolute-capture-time header extension: when the frame was captured (NTP time).
+pub const ABS_CAPTURE_TIME_URI: &str =
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+
+/// Bounds on how long a viewer's browser may hold a frame before rendering it, sent in
+/// the playout-delay RTP header extension to viewers that offer it (Chromium does).
+/// `0, 0` asks for each frame to be rendered as soon as it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayoutDelay {
+    /// Milliseconds, in steps of 10, at most 40 950.
+    pub min_ms: u16,
+    pub max_ms: u16,
+}
+
+impl PlayoutDelay {
+    /// The extension's 3 bytes: two 12-bit values in units of 10 ms.
+    pub fn payload(self) -> [u8; 3] {
+        let min = (self.min_ms / 10).min(0xfff);
+        let max = (self.max_ms / 10).min(0xfff).max(min);
+        [
+            (min >> 4) as u8,
+            (((min & 0xf) << 4) | (max >> 8)) as u8,
+            (max & 0xff) as u8,
+        ]
+    }
+}
+
+/// The absolute-capture-time extension's 8 bytes: the capture time as a 64-bit NTP
+/// timestamp (UQ32.32 seconds since 1900).
+pub fn abs_capture_time(captured_us: u64) -> [u8; 8] {
+    const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+    let secs = captured_us / 1_000_000 + NTP_UNIX_OFFSET_S;
+    let frac = ((captured_us % 1_000_000) << 32) / 1_000_000;
+    (((secs & 0xffff_ffff) << 32) | frac).to_be_bytes()
+}
+
+/// The id our answer gave `uri` (`a=extmap:<id>[/direction] <uri>`).
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let rest = l.trim_end().strip_prefix("a=extmap:")?;
+        let (id, u) = rest.split_once(' ')?;
+        let u = u.split_whitespace().next()?;
+        (u == uri).then_some(())?;
+        id.split('/').next()?.parse().ok()
+    })
+}
+
+/// Header extensions this viewer negotiated that we fill in: their ids in the answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct SendExtensions {
+    playout_delay: Option<(u8, [u8; 3])>,
+    abs_capture_time: Option<u8>,
+}
+
 /// ICE connectivity-check interval; see `setup_peer` for why it is short.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 /// Connectivity-check attempts per pair: 280 x 5 ms = the 1.4 s webrtc-rs gives by default.
@@ -89,6 +146,8 @@ pub struct RtcConfig {
     pub disconnect_timeout: Duration,
     /// Most viewers per detector.
     pub max_viewers: usize,
+    /// Playout delay sent to viewers that negotiate the extension (`None`: not negotiated).
+    pub playout_delay: Option<PlayoutDelay>,
     /// Single-port mode: every viewer's media through this one socket.
     pub mux: Option<crate::UdpMux>,
 }
@@ -105,6 +164,10 @@ impl Default for RtcConfig {
             connect_timeout: Duration::from_secs(15),
             disconnect_timeout: Duration::from_secs(5),
             max_viewers: 64,
+            playout_delay: Some(PlayoutDelay {
+                min_ms: 0,
+                max_ms: 0,
+            }),
             mux: None,
         }
     }
@@ -500,6 +563,12 @@ pub async fn answer_offer(
         registry: registry.clone(),
         link,
         rtx: rtx_payload_type(offer_sdp, &choice).is_some(),
+        extensions: SendExtensions {
+            playout_delay: cfg
+                .playout_delay
+                .and_then(|d| Some((extmap_id(&answer_sdp, PLAYOUT_DELAY_URI)?, d.payload()))),
+            abs_capture_time: extmap_id(&answer_sdp, ABS_CAPTURE_TIME_URI),
+        },
         transport_cc: offer_sdp.contains(TRANSPORT_CC_URI),
     };
     tokio::spawn(task.run().instrument(span));
@@ -590,6 +659,23 @@ async fn setup_peer(
     // responder (crates/rtc/src/nack.rs) in place of webrtc-rs' unbounded one.
     configure_simulcast_extension_headers(&mut media_engine)
         .map_err(|e| RtcError::webrtc("interceptors", e))?;
+    // Playout delay (so the browser renders each frame when decoded, whatever the page
+    // asks) and the capture time, when the viewer offers them.
+    let mut extensions = vec![ABS_CAPTURE_TIME_URI];
+    if cfg.playout_delay.is_some() {
+        extensions.push(PLAYOUT_DELAY_URI);
+    }
+    for uri in extensions.into_iter().filter(|u| offer_sdp.contains(u)) {
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| RtcError::webrtc("header extension", e))?;
+    }
     let registry = configure_rtcp_reports(Registry::new())
         .with(
             Slot::NackResponder,
@@ -867,6 +953,9 @@ struct ViewerTask {
     /// with padding.
     rtx: bool,
     transport_cc: bool,
+    /// Header extensions filled in on every packet (playout delay) or every frame's
+    /// first packet (capture time).
+    extensions: SendExtensions,
 }
 
 /// How often a viewer task looks at its estimate (rendition choice, pacing rate, stats).
@@ -888,7 +977,7 @@ impl ViewerTask {
     async fn send_ready(&mut self, queue: &mut SendQueue, out: &mut Outgoing) {
         while let Some(p) = queue.pop(Instant::now()) {
             let rtp_ts = out.ts_offset.wrapping_add(p.rtp_ts);
-            let pkt = rtc::rtp::Packet {
+            let mut pkt = rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
                     marker: p.marker,
@@ -900,6 +989,15 @@ impl ViewerTask {
                 },
                 payload: p.payload.clone(),
             };
+            // Ids 1-14 and payloads this small always fit a one-byte header extension.
+            if let Some((id, delay)) = self.extensions.playout_delay {
+                let _ = pkt.header.set_extension(id, Bytes::copy_from_slice(&delay));
+            }
+            if let (Some(id), true) = (self.extensions.abs_capture_time, p.first) {
+                let _ = pkt
+                    .header
+                    .set_extension(id, Bytes::copy_from_slice(&abs_capture_time(p.captured_us)));
+            }
             out.seq = out.seq.wrapping_add(1);
             let len = p.payload.len() as u64;
             if let Err(e) = self.track.write_rtp(pkt).await {
@@ -1297,5 +1395,29 @@ mod public_ip_tests {
         assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
         assert!(out.ends_with("a=end-of-candidates\r\n"));
         assert_eq!(with_public_ips(sdp, &[]), sdp);
+    }
+}
+
+#[cfg(test)]
+mod extension_tests {
+    use super::*;
+
+    #[test]
+    fn header_extension_payloads() {
+        let d = |min_ms, max_ms| PlayoutDelay { min_ms, max_ms }.payload();
+        assert_eq!(d(0, 0), [0, 0, 0]);
+        // 100 ms = 10 units, 1 s = 100 units: 0x00a, 0x064.
+        assert_eq!(d(100, 1000), [0x00, 0xa0, 0x64]);
+        assert_eq!(d(40_950, 40_950), [0xff, 0xff, 0xff]);
+        // 2026-12-07 00:00:00.5 UTC as NTP: seconds since 1900, then half a second.
+        let t = abs_capture_time(1796601600 * 1_000_000 + 500_000);
+        assert_eq!(t, [0xee, 0xc0, 0x75, 0x80, 0x80, 0x00, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn extension_ids_are_read_from_the_answer() {
+        let sdp = "v=0\r\na=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:5/sendonly http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r\n";
+        assert_eq!(extmap_id(sdp, PLAYOUT_DELAY_URI), Some(5));
+        assert_eq!(extmap_id(sdp, ABS_CAPTURE_TIME_URI), None);
     }
 }
