@@ -198,7 +198,7 @@ pub fn parse_playout_delay(s: &str) -> Result<PlayoutDelayArg, String> {
         let v: u16 = v.trim().parse().map_err(|_| {
             format!("playout delay \"{s}\": \"{v}\" is not a number of milliseconds")
         })?;
-        if v % 10 != 0 || v > 40_950 {
+        if !v.is_multiple_of(10) || v > 40_950 {
             return Err(format!(
                 "playout delay \"{s}\": {v} ms is not a multiple of 10 up to 40950"
             ));
