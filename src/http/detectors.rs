@@ -177,6 +177,8 @@ pub(crate) fn link_json(l: &lumacast_rtc::LinkStats) -> Value {
         "rtx": l.rtx,
         "padding_bps": l.padding_bps.round(),
         "padding_packets": l.padding_packets,
+        "metadata_messages": l.meta_sent,
+        "metadata_dropped": l.meta_dropped,
     })
 }
 

@@ -22,6 +22,7 @@ mod client;
 mod error;
 mod interceptor;
 pub mod ladder;
+pub mod meta;
 mod mux;
 mod nack;
 mod netif;

@@ -37,6 +37,10 @@ pub struct QueuedPacket {
     pub frame_seq: u64,
     pub frame_bytes: u32,
     pub packets_in_frame: u32,
+    /// The frame is an IDR; its rendition; capture → encoded.
+    pub keyframe: bool,
+    pub rendition: usize,
+    pub encode_us: u64,
 }
 
 /// See the module docs.
@@ -119,6 +123,12 @@ impl SendQueue {
                 frame_seq: frame.seq,
                 frame_bytes,
                 packets_in_frame: n as u32,
+                keyframe: frame.keyframe,
+                rendition: frame.rendition,
+                encode_us: frame
+                    .encoded
+                    .saturating_duration_since(frame.captured)
+                    .as_micros() as u64,
             };
             self.queued_bits += bits(&p);
             self.packets.push_back(p);

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
@@ -207,6 +208,10 @@ pub struct LinkStats {
     /// The padding rate asked for now (bits per second), and padding packets sent so far.
     pub padding_bps: f64,
     pub padding_packets: u64,
+    /// Frame messages sent on the viewer's metadata channel, and dropped because its
+    /// send buffer was full (`None`: the viewer opened no data channel).
+    pub meta_sent: Option<u64>,
+    pub meta_dropped: u64,
 }
 
 struct ViewerShared {
@@ -476,6 +481,8 @@ pub struct ViewerSession {
 struct Handler {
     state_tx: watch::Sender<RTCPeerConnectionState>,
     gathering_tx: watch::Sender<bool>,
+    /// The viewer's first data channel, for the metadata channel (crates/rtc/src/meta.rs).
+    meta_tx: mpsc::Sender<Arc<dyn DataChannel>>,
 }
 
 #[async_trait::async_trait]
@@ -488,6 +495,13 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.state_tx.send_replace(state);
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        // The first one is the metadata channel; others are left unanswered.
+        if self.meta_tx.try_send(data_channel).is_err() {
+            debug!("a further data channel from the viewer is ignored");
+        }
     }
 }
 
@@ -531,7 +545,7 @@ pub async fn answer_offer(
     let setup = setup_peer(cfg, offer_sdp, &choice, detector, id, top_bps * 1.25, &link)
         .instrument(span.clone())
         .await;
-    let (pc, track, answer_sdp, payload_type, tap, state_rx) = match setup {
+    let (pc, track, answer_sdp, payload_type, tap, state_rx, meta_rx) = match setup {
         Ok(parts) => parts,
         Err(e) => {
             registry.remove(id);
@@ -556,6 +570,9 @@ pub async fn answer_offer(
         ssrc: tap.ssrc(),
         tap,
         state_rx,
+        meta_rx,
+        meta: None,
+        sizes: Vec::new(),
         close_rx,
         bus: bus.clone(),
         keyframe,
@@ -582,6 +599,7 @@ type SetupParts = (
     u8,
     WireTap,
     watch::Receiver<RTCPeerConnectionState>,
+    mpsc::Receiver<Arc<dyn DataChannel>>,
 );
 
 /// Where a viewer's feedback lands for its task to read: the transport-cc estimate
@@ -741,10 +759,12 @@ async fn setup_peer(
         .build();
 
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (meta_tx, meta_rx) = mpsc::channel(1);
     let (gathering_tx, mut gathering_rx) = watch::channel(false);
     let handler = Arc::new(Handler {
         state_tx,
         gathering_tx,
+        meta_tx,
     });
     // webrtc-rs 0.21 queues the DTLS ClientHello (we are the DTLS client when answering)
     // the moment ICE selects a pair, but only hands it to the socket on the connection's
@@ -761,6 +781,7 @@ async fn setup_peer(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(handler)
+        .with_data_channel_send_buffer_limit(crate::meta::SEND_BUFFER_LIMIT)
         .with_runtime(crate::runtime::media_runtime(cfg.mux.clone()))
         .with_udp_addrs(cfg.udp_addrs.clone())
         .build()
@@ -844,7 +865,7 @@ async fn setup_peer(
 
     match result {
         Ok((track, answer_sdp, payload_type, tap)) => {
-            Ok((pc, track, answer_sdp, payload_type, tap, state_rx))
+            Ok((pc, track, answer_sdp, payload_type, tap, state_rx, meta_rx))
         }
         Err(e) => {
             let _ = pc.close().await;
@@ -943,6 +964,11 @@ struct ViewerTask {
     /// Times this viewer's packets on the socket; unregisters when the task ends.
     tap: WireTap,
     state_rx: watch::Receiver<RTCPeerConnectionState>,
+    /// The viewer's data channel once it opens one, and the channel in use.
+    meta_rx: mpsc::Receiver<Arc<dyn DataChannel>>,
+    meta: Option<MetaChannel>,
+    /// Each rendition's picture size (refreshed at every look), for the frame messages.
+    sizes: Vec<(u32, u32)>,
     close_rx: watch::Receiver<bool>,
     bus: FrameBus,
     keyframe: KeyframeRequest,
@@ -956,6 +982,55 @@ struct ViewerTask {
     /// Header extensions filled in on every packet (playout delay) or every frame's
     /// first packet (capture time).
     extensions: SendExtensions,
+}
+
+/// The metadata channel of a viewer (see crates/rtc/src/meta.rs).
+struct MetaChannel {
+    dc: Arc<dyn DataChannel>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    sent: u64,
+    dropped: u64,
+    _reader: AbortOnDrop,
+}
+
+impl MetaChannel {
+    /// Takes the viewer's channel: a task answers its pings and follows its state.
+    fn start(dc: Arc<dyn DataChannel>) -> Self {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (dc, open) = (dc.clone(), open.clone());
+            tokio::spawn(
+                async move {
+                    while let Some(event) = dc.poll().await {
+                        match event {
+                            DataChannelEvent::OnOpen => {
+                                debug!("metadata channel open");
+                                open.store(true, Ordering::Relaxed);
+                            }
+                            DataChannelEvent::OnMessage(m) => {
+                                if let Some(pong) =
+                                    crate::meta::answer(&m.data, crate::meta::unix_us())
+                                {
+                                    let _ = dc.try_send_text(&pong).await;
+                                }
+                            }
+                            DataChannelEvent::OnClose => break,
+                            _ => {}
+                        }
+                    }
+                    open.store(false, Ordering::Relaxed);
+                }
+                .in_current_span(),
+            )
+        };
+        MetaChannel {
+            dc,
+            open,
+            sent: 0,
+            dropped: 0,
+            _reader: AbortOnDrop(Some(reader)),
+        }
+    }
 }
 
 /// How often a viewer task looks at its estimate (rendition choice, pacing rate, stats).
@@ -1021,6 +1096,32 @@ impl ViewerTask {
             let now = Instant::now();
             let first_us = out.frame_first_us;
             let last_us = now.saturating_duration_since(p.captured).as_micros() as u32;
+            if let Some(meta) = self
+                .meta
+                .as_mut()
+                .filter(|m| m.open.load(Ordering::Relaxed))
+            {
+                let (width, height) = self.sizes.get(p.rendition).copied().unwrap_or((0, 0));
+                let message = crate::meta::FrameMeta {
+                    seq: p.frame_seq,
+                    rtp_ts,
+                    captured_us: p.captured_us,
+                    encode_us: p.encode_us,
+                    send_us: u64::from(last_us),
+                    keyframe: p.keyframe,
+                    bytes: out.frame_bytes,
+                    rendition: p.rendition,
+                    width,
+                    height,
+                }
+                .message();
+                // Never waits: a message that does not fit the bounded buffer is dropped.
+                if meta.dc.try_send_text(&message).await.is_ok() {
+                    meta.sent += 1;
+                } else {
+                    meta.dropped += 1;
+                }
+            }
             self.metrics.handoff_first.record(f64::from(first_us) / 1e6);
             {
                 let mut s = lock_samples(&self.shared.samples);
@@ -1189,6 +1290,10 @@ impl ViewerTask {
                         _ => {}
                     }
                 }
+                Some(dc) = self.meta_rx.recv(), if self.meta.is_none() => {
+                    info!("the viewer opened a metadata channel");
+                    self.meta = Some(MetaChannel::start(dc));
+                }
                 _ = tick.tick() => {
                     if disconnected_since.is_some_and(|t| t.elapsed() > self.cfg.disconnect_timeout) {
                         break "disconnected too long";
@@ -1211,6 +1316,7 @@ impl ViewerTask {
                     };
                     queue.set_rate((estimate > 0.0).then_some(estimate * PACING_FACTOR));
                     let ladder = self.bus.ladder();
+                    self.sizes = ladder.iter().map(|r| (r.width, r.height)).collect();
                     if current >= ladder.len().max(1) && pending.is_none() {
                         // The ladder lost this step (turned off, or the picture shrank):
                         // back to the full size.
@@ -1292,6 +1398,8 @@ impl ViewerTask {
                         rtx: self.rtx,
                         padding_bps,
                         padding_packets: self.link.nack.padding_packets.load(Ordering::Relaxed),
+                        meta_sent: self.meta.as_ref().map(|m| m.sent),
+                        meta_dropped: self.meta.as_ref().map_or(0, |m| m.dropped),
                     };
                     drop(l);
                     self.metrics.estimate.record(estimate);
