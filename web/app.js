@@ -111,6 +111,7 @@ async function connect() {
     const conn = new RTCPeerConnection();
     pc = conn;
     conn.addTransceiver("video", { direction: "recvonly" });
+    openMetadataChannel(conn, mySession);
     conn.ontrack = (ev) => {
       // Live view: ask the receiver not to buffer for smoothness (standard
       // jitterBufferTarget, and Chromium's older playoutDelayHint).
@@ -177,7 +178,26 @@ async function updateOverlay() {
     kbps = (8 * (inbound.bytesReceived - lastStats.bytesReceived)) / dt / 1000;
   }
   if (inbound && (!lastStats || inbound.framesDecoded > lastStats.framesDecoded)) lastProgress = now;
-  if (inbound) lastStats = { t: now, framesDecoded: inbound.framesDecoded, bytesReceived: inbound.bytesReceived };
+  // The browser's own share, per frame since the last look: how long frames waited in
+  // its jitter buffer, how long decoding took, and receive → decoded in all.
+  let breakdown = null;
+  if (inbound && lastStats && inbound.framesDecoded > lastStats.framesDecoded) {
+    const per = (key, count) => {
+      const dn = (inbound[count] || 0) - (lastStats[count] || 0);
+      return dn > 0 ? (1000 * ((inbound[key] || 0) - (lastStats[key] || 0))) / dn : null;
+    };
+    breakdown = {
+      jitter_buffer_ms: per("jitterBufferDelay", "jitterBufferEmittedCount"),
+      decode_ms: per("totalDecodeTime", "framesDecoded"),
+      processing_ms: per("totalProcessingDelay", "framesDecoded"),
+    };
+    window.lumacast.breakdown = breakdown;
+  }
+  if (inbound) {
+    lastStats = { t: now };
+    for (const k of ["framesDecoded", "bytesReceived", "jitterBufferDelay", "jitterBufferEmittedCount",
+      "totalDecodeTime", "totalProcessingDelay"]) lastStats[k] = inbound[k] || 0;
+  }
   // A server that restarted or vanished leaves the connection "connected" or
   // "disconnected" for a long time without video: treat a stall as a failure.
   if (wanted && lastProgress && now - lastProgress > STALL_MS) {
@@ -206,6 +226,12 @@ async function updateOverlay() {
     `link       ${l ? (l.feedback === "none" ? "no feedback (full size)"
       : `${(l.estimate_bps / 1e6).toFixed(2)} Mb/s (${l.feedback}), loss ${(100 * l.loss).toFixed(1)} %`) : "—"}`,
     `rendition  ${l ? `${l.rendition} (${l.width}x${l.height}), ${l.rendition_switches} switches` : "—"}`,
+    `browser    ${breakdown ? ["jitter buffer", "decode", "processing"].map((n, i) => {
+      const v = [breakdown.jitter_buffer_ms, breakdown.decode_ms, breakdown.processing_ms][i];
+      return `${n} ${v === null ? "—" : v.toFixed(1)} ms`;
+    }).join(" · ") + " per frame" : "—"}`,
+    `missed     ${meta.frames ? `${meta.missed} of ${meta.frames + meta.missed} frames the detector made (metadata)` : "— (no metadata channel)"}`,
+    `clock      ${meta.offset === null ? "—" : `server ${meta.offset >= 0 ? "+" : ""}${meta.offset.toFixed(1)} ms (best ping ${meta.rtt.toFixed(1)} ms)`}`,
   ].join("\n");
 }
 
@@ -217,8 +243,51 @@ async function updateOverlay() {
 const stripeCanvas = document.createElement("canvas");
 stripeCanvas.width = 512; stripeCanvas.height = 48;
 const stripeCtx = stripeCanvas.getContext("2d", { willReadFrequently: true });
-const latencySamples = [];
+const latencySamples = [];   // capture → display, from the metadata channel (or the stripe)
+const stripeSamples = [];    // the same from the stripe alone, a cross-check
 const LATENCY_WINDOW = 150;
+
+// ── The metadata channel ────────────────────────────────────────────────────────
+// The server describes every frame it sends on a data channel we open (RTP timestamp,
+// capture time, frame number...) and answers clock pings. Each presented frame's RTP
+// timestamp (requestVideoFrameCallback) finds its capture time, for any detector and any
+// picture. The server's clock offset: server time − the midpoint of our send and receive
+// times, from the ping with the shortest round trip among the last 30 (pings every 250 ms
+// for the first 2 s, then every 2 s).
+const meta = { frames: 0, missed: 0, lastSeq: null, byRtp: new Map(), offset: null, rtt: Infinity, pings: [] };
+const META_FRAMES = 300, META_PINGS = 30;
+
+function openMetadataChannel(conn, mySession) {
+  Object.assign(meta, { frames: 0, missed: 0, lastSeq: null, offset: null, rtt: Infinity, pings: [] });
+  meta.byRtp.clear();
+  const dc = conn.createDataChannel("lumacast-meta");
+  let timer = null, sent = 0;
+  const ping = () => {
+    if (dc.readyState !== "open" || mySession !== sessionId) { clearTimeout(timer); return; }
+    dc.send(JSON.stringify({ type: "ping", t: performance.timeOrigin + performance.now() }));
+    sent++;
+    timer = setTimeout(ping, sent < 8 ? 250 : 2000);
+  };
+  dc.onopen = ping;
+  dc.onclose = () => clearTimeout(timer);
+  dc.onmessage = (ev) => {
+    let m;
+    try { m = JSON.parse(ev.data); } catch (_) { return; }
+    if (m.type === "frame") {
+      if (meta.lastSeq !== null && m.seq > meta.lastSeq + 1) meta.missed += m.seq - meta.lastSeq - 1;
+      meta.lastSeq = m.seq;
+      meta.frames++;
+      meta.byRtp.set(m.rtp_ts, m);
+      if (meta.byRtp.size > META_FRAMES) meta.byRtp.delete(meta.byRtp.keys().next().value);
+    } else if (m.type === "pong") {
+      const t1 = performance.timeOrigin + performance.now();
+      meta.pings.push({ rtt: t1 - m.t, offset: m.server_us / 1000 - (m.t + t1) / 2 });
+      if (meta.pings.length > META_PINGS) meta.pings.shift();
+      const best = meta.pings.reduce((a, b) => (b.rtt < a.rtt ? b : a));
+      meta.offset = best.offset; meta.rtt = best.rtt;
+    }
+  };
+}
 
 function readStripe() {
   const w = video.videoWidth, h = video.videoHeight;
@@ -260,22 +329,36 @@ function drawChart() {
   ctx.fillStyle = "#aaa"; ctx.fillText(`${max.toFixed(0)} ms`, 2, 10);
 }
 
-function onVideoFrame(_now, meta) {
+function pushSample(list, v) {
+  list.push(v);
+  if (list.length > LATENCY_WINDOW) list.shift();
+  const sorted = [...list].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function onVideoFrame(_now, frame) {
+  // expectedDisplayTime is on the performance clock; map it to wall-clock ms.
+  const shownMs = performance.timeOrigin + (frame.expectedDisplayTime || performance.now());
   const s = readStripe();
-  if (s) {
-    // expectedDisplayTime is on the performance clock; map it to wall-clock ms.
-    const shownMs = performance.timeOrigin + (meta.expectedDisplayTime || performance.now());
-    const latency = shownMs - s.tMs;
-    latencySamples.push(latency);
-    if (latencySamples.length > LATENCY_WINDOW) latencySamples.shift();
-    const sorted = [...latencySamples].sort((a, b) => a - b);
-    const p50 = sorted[Math.floor(sorted.length / 2)];
-    $("latencyText").textContent = `capture → display ${latency.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${s.seq}`;
-    window.lumacast.latency = { last: latency, p50, seq: s.seq, samples: latencySamples.length };
+  const info = frame.rtpTimestamp !== undefined ? meta.byRtp.get(frame.rtpTimestamp) : undefined;
+  let stripe = null;
+  if (s) stripe = { last: shownMs - s.tMs, p50: pushSample(stripeSamples, shownMs - s.tMs), seq: s.seq };
+  const cross = stripe ? ` · stripe ${stripe.last.toFixed(1)} ms (p50 ${stripe.p50.toFixed(1)})` : "";
+  if (info && meta.offset !== null) {
+    // The server's capture time on our clock: minus the server's offset.
+    const latency = shownMs + meta.offset - info.captured_us / 1000;
+    const p50 = pushSample(latencySamples, latency);
+    $("latencyText").textContent = `capture → display ${latency.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${info.seq}${cross}`;
+    window.lumacast.latency = {
+      last: latency, p50, seq: info.seq, samples: latencySamples.length, source: "metadata",
+      stripe, clock_offset_ms: meta.offset, clock_rtt_ms: meta.rtt, frames_missed: meta.missed,
+    };
+  } else if (stripe) {
+    const p50 = pushSample(latencySamples, stripe.last);
+    $("latencyText").textContent = `capture → display ${stripe.last.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${stripe.seq} (stripe)`;
+    window.lumacast.latency = { last: stripe.last, p50, seq: stripe.seq, samples: latencySamples.length, source: "stripe", stripe };
   } else {
-    $("latencyText").textContent = serverLink && serverLink.rendition > 0
-      ? `capture → display: no readable timestamp stripe (this link gets the ${serverLink.width}x${serverLink.height} rendition; the stripe needs the full size)`
-      : "capture → display: no readable timestamp stripe (it needs the unscaled picture, ≥ 512 px wide: no binning or size limit)";
+    $("latencyText").textContent = "capture → display: waiting for the metadata channel and the server's clock";
   }
   video.requestVideoFrameCallback(onVideoFrame);
 }

@@ -48,8 +48,21 @@ try {
   if (b.state !== "connected") fail(`connection state ${b.state}`);
   // The page reads the timestamp stripe of each shown frame: capture → display latency.
   if (!b.latency || !(b.latency.samples > 10) || !(b.latency.p50 > 0 && b.latency.p50 < 1000)) {
-    fail(`no plausible live latency from the stripe: ${JSON.stringify(b.latency)}`);
+    fail(`no plausible live latency: ${JSON.stringify(b.latency)}`);
   }
+  // It comes from the metadata channel (capture time per RTP timestamp, the server's
+  // clock offset from pings), and agrees with the stripe read from the same frames.
+  if (b.latency.source !== "metadata" || !b.latency.stripe) {
+    fail(`latency not from the metadata channel with the stripe as a cross-check: ${JSON.stringify(b.latency)}`);
+  }
+  if (!(Math.abs(b.latency.p50 - b.latency.stripe.p50) < 5)) {
+    fail(`metadata and stripe disagree by 5 ms or more: ${JSON.stringify(b.latency)}`);
+  }
+  const breakdown = await page.evaluate(() => window.lumacast.breakdown || null);
+  if (!breakdown || !(breakdown.decode_ms > 0) || breakdown.jitter_buffer_ms === null) {
+    fail(`no per-frame browser breakdown from getStats: ${JSON.stringify(breakdown)}`);
+  }
+  console.log(JSON.stringify({ latency: b.latency, breakdown }));
   // The controls, as a user drives them: a smaller picture, a colour map, the histogram.
   // The stream changes size in place: same connection, the browser follows.
   const pcBefore = await page.evaluateHandle(() => window.lumacast.pc);
@@ -72,6 +85,13 @@ try {
     .catch(() => fail("the colour map change was not applied"));
   await page.waitForFunction(() => window.lumacast.histogram && window.lumacast.histogram.bins.length === 128, null, { timeout: 5000 })
     .catch(() => fail("no histogram drawn"));
+  // Viridis at 640 px: no stripe can be read, the latency is still shown (metadata).
+  await page.waitForTimeout(1000);
+  const scaled = await page.evaluate(() => window.lumacast.latency);
+  if (!scaled || scaled.source !== "metadata" || scaled.stripe !== null || !(scaled.last > 0 && scaled.last < 1000)) {
+    fail(`no latency from the metadata channel for a scaled viridis picture: ${JSON.stringify(scaled)}`);
+  }
+  console.log(JSON.stringify({ scaled_latency: scaled }));
   if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, "-controls.png") });
   await page.selectOption("#colormap", "gray");
   await page.selectOption("#maxWidth", "");
