@@ -6,6 +6,9 @@ const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), statusEl = $("status"), select = $("detector");
 
 const GATHER_TIMEOUT_MS = 1500;   // send what was gathered after this
+// The page asks for no STUN/TURN: only host candidates, which come together. Chromium
+// declares gathering complete some 120 ms later; after this quiet time the offer goes.
+const GATHER_QUIET_MS = 30;
 const RETRY_MIN_MS = 500, RETRY_MAX_MS = 5000;
 const STALL_MS = 4000;            // no new decoded frame this long: reconnect
 
@@ -61,6 +64,10 @@ async function api(path, body) {
   return json;
 }
 
+// Milestones of the first connection, ms since navigation (window.lumacast.timeline).
+const timeline = {};
+function mark(name) { if (!(name in timeline)) timeline[name] = Math.round(performance.now()); }
+
 async function loadDetectors() {
   const { detectors } = await api("/api/detectors");
   const current = select.value;
@@ -80,9 +87,21 @@ async function loadDetectors() {
 function waitForGathering(conn) {
   if (conn.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
-    const done = () => { conn.removeEventListener("icegatheringstatechange", check); resolve(); };
+    let quiet = null;
+    const done = () => {
+      conn.removeEventListener("icegatheringstatechange", check);
+      conn.removeEventListener("icecandidate", onCandidate);
+      clearTimeout(quiet);
+      resolve();
+    };
     const check = () => { if (conn.iceGatheringState === "complete") done(); };
+    const onCandidate = (ev) => {
+      if (!ev.candidate) return done();
+      clearTimeout(quiet);
+      quiet = setTimeout(done, GATHER_QUIET_MS);
+    };
     conn.addEventListener("icegatheringstatechange", check);
+    conn.addEventListener("icecandidate", onCandidate);
     setTimeout(done, GATHER_TIMEOUT_MS);
   });
 }
@@ -101,13 +120,14 @@ function scheduleRetry(reason) {
   retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
 }
 
-async function connect() {
+// `ready`: what must be done before the offer may go (the detector list, the start
+// request); the offer and ICE gathering run meanwhile.
+async function connect(ready) {
   closePeer();
   const mySession = ++sessionId;
   lastProgress = performance.now();
   setStatus("connecting…");
   try {
-    if (!select.value) await loadDetectors();
     const conn = new RTCPeerConnection();
     pc = conn;
     conn.addTransceiver("video", { direction: "recvonly" });
@@ -123,15 +143,22 @@ async function connect() {
     conn.onconnectionstatechange = () => {
       if (mySession !== sessionId) return;
       const s = conn.connectionState;
-      if (s === "connected") { retryMs = RETRY_MIN_MS; setStatus("connected", "ok"); }
+      if (s === "connected") { mark("connected"); retryMs = RETRY_MIN_MS; setStatus("connected", "ok"); }
       else if (s === "failed" || s === "closed") scheduleRetry(`connection ${s}`);
       else if (s === "disconnected") setStatus("disconnected…", "warn");
     };
-    await conn.setLocalDescription(await conn.createOffer());
-    await waitForGathering(conn);
+    const gathered = (async () => {
+      await conn.setLocalDescription(await conn.createOffer());
+      mark("offer");
+      await waitForGathering(conn);
+      mark("gathered");
+    })();
+    await Promise.all([gathered, ready]);
+    if (!select.value) await loadDetectors();
     const answer = await api("/LiveViewController/webrtc_offer", {
       sdp: conn.localDescription.sdp, type: "offer", detectorName: select.value,
     });
+    mark("answer");
     if (mySession !== sessionId) return;
     viewerId = answer.viewer_id || 0;
     serverLink = null;
@@ -141,14 +168,16 @@ async function connect() {
   }
 }
 
-async function start() {
+// `listed`: resolves once the detector list is loaded (the page's first start).
+async function start(listed) {
   wanted = true;
   retryMs = RETRY_MIN_MS;
   clearTimeout(retryTimer); retryTimer = null;
-  try {
+  const started = (async () => {
+    await listed;
     await api("/LiveViewController/startLiveView", { detectorName: select.value, protocol: "webrtc" });
-  } catch (e) { /* webrtc_offer starts it too and reports the error */ }
-  connect();
+  })().catch(() => { /* webrtc_offer starts it too and reports the error */ });
+  connect(started);
 }
 
 async function stop() {
@@ -337,6 +366,7 @@ function pushSample(list, v) {
 }
 
 function onVideoFrame(_now, frame) {
+  mark("first-frame");
   // expectedDisplayTime is on the performance clock; map it to wall-clock ms.
   const shownMs = performance.timeOrigin + (frame.expectedDisplayTime || performance.now());
   const s = readStripe();
@@ -484,14 +514,19 @@ select.onchange = () => { loadParams(); if (wanted) connect(); };
 setInterval(updateOverlay, 1000);
 
 // Expose a tiny hook for automated tests.
-window.lumacast = { start, stop, loadParams, get pc() { return pc; }, get params() { return params; } };
+window.lumacast = { start, stop, loadParams, timeline, get pc() { return pc; }, get params() { return params; } };
+mark("script");
 
 (async () => {
-  for (;;) {
-    try { await loadDetectors(); break; }
-    catch (e) { setStatus(`server unreachable: ${e.message}`, "bad"); await new Promise((r) => setTimeout(r, 1000)); }
-  }
-  loadParams();
+  // The detector list and the first offer (with its ICE gathering) at once.
+  const listed = (async () => {
+    for (;;) {
+      try { await loadDetectors(); mark("detectors"); return; }
+      catch (e) { setStatus(`server unreachable: ${e.message}`, "bad"); await new Promise((r) => setTimeout(r, 1000)); }
+    }
+  })();
   const query = new URLSearchParams(location.search);
-  if (query.get("autostart") !== "0") start();
+  if (query.get("autostart") !== "0") start(listed);
+  await listed;
+  loadParams();
 })();
