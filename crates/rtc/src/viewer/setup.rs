@@ -1,0 +1,427 @@
+//! Answering a viewer's offer: the media engine, the interceptor chain (reports, our NACK
+//! responder, transport-wide feedback and the estimator), the peer connection, the answer.
+
+use super::extensions::{ABS_CAPTURE_TIME_URI, PLAYOUT_DELAY_URI};
+use super::RtcConfig;
+use crate::bwe::{EstimateSnapshot, LinkEstimator};
+use crate::interceptor::{KeyframeRequestForwarder, PublishingEstimator, RtxAlias};
+use crate::nack::{NackCounters, NackResponder};
+use crate::wire::WireTap;
+use crate::RtcError;
+use rtc::interceptor::Registry;
+use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_RTX,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_TRANSPORT_CC,
+};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
+};
+
+/// The transport-wide sequence number header extension (draft-holmer-rmcat-transport-wide-cc).
+pub(super) const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// The RTX payload type to answer with: the offer's for the chosen format, when the
+/// viewer also asks for NACK (RTX only carries retransmissions and padding).
+pub(super) fn rtx_payload_type(offer_sdp: &str, choice: &crate::H264Choice) -> Option<u8> {
+    let nack = format!("a=rtcp-fb:{} nack", choice.payload_type);
+    let asks_nack = offer_sdp.lines().any(|l| l.trim_end() == nack);
+    choice.rtx_payload_type.filter(|_| asks_nack)
+}
+
+/// ICE connectivity-check interval; see `setup_peer` for why it is short.
+pub(super) const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(5);
+/// Connectivity-check attempts per pair: 280 x 5 ms = the 1.4 s webrtc-rs gives by default.
+pub(super) const ICE_CHECK_ATTEMPTS: u16 = 280;
+
+pub(super) struct Handler {
+    pub(super) state_tx: watch::Sender<RTCPeerConnectionState>,
+    pub(super) gathering_tx: watch::Sender<bool>,
+    /// The viewer's first data channel, for the metadata channel (crates/rtc/src/meta.rs).
+    pub(super) meta_tx: mpsc::Sender<Arc<dyn DataChannel>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathering_tx.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state_tx.send_replace(state);
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        // The first one is the metadata channel; others are left unanswered.
+        if self.meta_tx.try_send(data_channel).is_err() {
+            debug!("a further data channel from the viewer is ignored");
+        }
+    }
+}
+
+pub(super) type SetupParts = (
+    Arc<dyn PeerConnection>,
+    Arc<TrackLocalStaticRTP>,
+    String,
+    u8,
+    WireTap,
+    watch::Receiver<RTCPeerConnectionState>,
+    mpsc::Receiver<Arc<dyn DataChannel>>,
+);
+
+/// Where a viewer's feedback lands for its task to read: the transport-cc estimate
+/// (written by the estimator inside the interceptor chain) and the latest REMB.
+pub(super) struct LinkHandles {
+    pub(super) estimate: Arc<Mutex<EstimateSnapshot>>,
+    pub(super) remb: Arc<AtomicU64>,
+    pub(super) nack: Arc<NackCounters>,
+}
+
+pub(super) async fn setup_peer(
+    cfg: &RtcConfig,
+    offer_sdp: &str,
+    choice: &crate::H264Choice,
+    detector: &str,
+    id: u64,
+    initial_bps: f64,
+    link: &LinkHandles,
+) -> Result<SetupParts, RtcError> {
+    let codec = RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: choice.fmtp.clone(),
+        rtcp_feedback: vec![
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            },
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            },
+            RTCPFeedback {
+                typ: "ccm".into(),
+                parameter: "fir".into(),
+            },
+            // For viewers without transport-wide feedback (REMB is what they send).
+            RTCPFeedback {
+                typ: "goog-remb".into(),
+                parameter: String::new(),
+            },
+        ],
+    };
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec.clone(),
+                payload_type: choice.payload_type,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| RtcError::webrtc("register_codec", e))?;
+    // RTX (RFC 4588) when the viewer offers it for the chosen format and asks for NACK:
+    // retransmissions and padding then travel on their own SSRC (crates/rtc/src/nack.rs).
+    if let Some(rtx_pt) = rtx_payload_type(offer_sdp, choice) {
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_RTX.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={}", choice.payload_type),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: rtx_pt,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(|e| RtcError::webrtc("register_codec (rtx)", e))?;
+    }
+    // RTCP reports, the MID/RID extensions browsers demultiplex by, and our own NACK
+    // responder (crates/rtc/src/nack.rs) in place of webrtc-rs' unbounded one.
+    configure_simulcast_extension_headers(&mut media_engine)
+        .map_err(|e| RtcError::webrtc("interceptors", e))?;
+    // Playout delay (so the browser renders each frame when decoded, whatever the page
+    // asks) and the capture time, when the viewer offers them.
+    let mut extensions = vec![ABS_CAPTURE_TIME_URI];
+    if cfg.playout_delay.is_some() {
+        extensions.push(PLAYOUT_DELAY_URI);
+    }
+    for uri in extensions.into_iter().filter(|u| offer_sdp.contains(u)) {
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| RtcError::webrtc("header extension", e))?;
+    }
+    let registry = configure_rtcp_reports(Registry::new())
+        .with(
+            Slot::NackResponder,
+            NackResponder::new(link.estimate.clone(), link.nack.clone()),
+        )
+        .with(
+            14_000usize.into(),
+            KeyframeRequestForwarder::with_remb(link.remb.clone()),
+        );
+    // Send-side estimation from the viewer's transport-wide feedback: `transport-cc`
+    // and the sequence-number extension are offered, webrtc-rs numbers what leaves and
+    // resolves the feedback, and our estimator (crates/rtc/src/bwe.rs) turns it into a
+    // rate. No webrtc-rs pacer: the viewer task paces its own queue, so that it can drop
+    // whole old frames (the pacer's queue is out of our reach).
+    // Only for a viewer that offers the extension: the send history costs memory per
+    // packet, and without feedback it would only be pruned.
+    // Numbering and the send history are wrapped so that they see the RTX stream too
+    // (`RtxAlias`): padding only helps the estimate if the viewer can report it.
+    let registry = if offer_sdp.contains(TRANSPORT_CC_URI) {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+                parameter: String::new(),
+            },
+            RtpCodecKind::Video,
+        );
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: TRANSPORT_CC_URI.to_owned(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| RtcError::webrtc("transport-cc", e))?;
+        registry
+            .with(Slot::TwccSender, RtxAlias(TwccSenderBuilder::new().build()))
+            .with(
+                Slot::CongestionControl,
+                RtxAlias(
+                    CongestionControlBuilder::new(PublishingEstimator {
+                        inner: LinkEstimator::new(initial_bps, 150_000.0, 50_000_000.0),
+                        out: link.estimate.clone(),
+                    })
+                    .build(),
+                ),
+            )
+    } else {
+        registry
+    };
+
+    let ice_servers = if cfg.ice_servers.is_empty() {
+        vec![]
+    } else {
+        vec![RTCIceServer {
+            urls: cfg.ice_servers.clone(),
+            username: cfg.ice_username.clone().unwrap_or_default(),
+            credential: cfg.ice_credential.clone().unwrap_or_default(),
+        }]
+    };
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (meta_tx, meta_rx) = mpsc::channel(1);
+    let (gathering_tx, mut gathering_rx) = watch::channel(false);
+    let handler = Arc::new(Handler {
+        state_tx,
+        gathering_tx,
+        meta_tx,
+    });
+    // webrtc-rs 0.21 queues the DTLS ClientHello (we are the DTLS client when answering)
+    // the moment ICE selects a pair, but only hands it to the socket on the connection's
+    // next timer tick: the ICE check interval, 200 ms by default. A 5 ms check interval
+    // (with 280 attempts, the same 1.4 s of trying) bounds that wait to 5 ms. The interval
+    // only applies while ICE is checking (then the 2 s keepalive does), so the extra
+    // wakeups last for the handshake only.
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECK_ATTEMPTS))
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_data_channel_send_buffer_limit(crate::meta::SEND_BUFFER_LIMIT)
+        .with_runtime(crate::runtime::media_runtime(cfg.mux.clone()))
+        .with_udp_addrs(cfg.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(|e| RtcError::webrtc("creating the peer connection", e))?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    let result = async {
+        let tap = WireTap::register();
+        let ssrc = tap.ssrc();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "lumacast".to_string(),
+            format!("{detector}-video-{id}"),
+            detector.to_string(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        )));
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| RtcError::webrtc("add_track", e))?;
+
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| RtcError::Unanswerable(e.to_string()))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| RtcError::Unanswerable(e.to_string()))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| RtcError::webrtc("set_local_description", e))?;
+
+        // Non-trickle: answer once our candidates are in the SDP. Host-only gathering
+        // takes well under a millisecond; STUN/TURN may take longer, hence the bound.
+        let gathered =
+            tokio::time::timeout(cfg.gather_timeout, gathering_rx.wait_for(|done| *done))
+                .await
+                .is_ok();
+        if !gathered {
+            warn!(
+                timeout_ms = cfg.gather_timeout.as_millis() as u64,
+                "ICE gathering did not complete in time; answering with the candidates so far"
+            );
+        }
+        let answer_sdp = pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
+            .sdp;
+        let answer_sdp = match &cfg.mux {
+            Some(mux) => mux.register(&answer_sdp),
+            None => answer_sdp,
+        };
+        let answer_sdp = with_public_ips(&answer_sdp, &cfg.public_ips);
+        let payload_type = sender
+            .get_parameters()
+            .await
+            .map_err(|e| RtcError::webrtc("sender parameters", e))?
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| RtcError::Unanswerable("no codec was negotiated for video".into()))?;
+        debug!(
+            candidates = answer_sdp.matches("a=candidate").count(),
+            "answer ready"
+        );
+        Ok((track, answer_sdp, payload_type, tap))
+    }
+    .await;
+
+    match result {
+        Ok((track, answer_sdp, payload_type, tap)) => {
+            Ok((pc, track, answer_sdp, payload_type, tap, state_rx, meta_rx))
+        }
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// NAT 1:1 (a cloud VM's public IP, a Docker host's address): every host candidate on a
+/// non-loopback address is advertised on each public address instead, with the same
+/// port (the NAT maps public:port to that socket); loopback candidates stay, for viewers
+/// on the same machine. (webrtc-rs 0.21 stores a `nat_1to1_ips` setting but its gatherer
+/// never reads it.)
+pub fn with_public_ips(sdp: &str, public_ips: &[String]) -> String {
+    if public_ips.is_empty() {
+        return sdp.to_string();
+    }
+    let mut out = String::with_capacity(sdp.len() * 2);
+    for line in sdp.split_inclusive('\n') {
+        let l = line.trim_end();
+        let Some(rest) = l.strip_prefix("a=candidate:") else {
+            out.push_str(line);
+            continue;
+        };
+        // foundation component transport priority address port "typ" type ...
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let loopback = f
+            .get(4)
+            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+        if f.len() < 8 || f[6] != "typ" || f[7] != "host" || loopback {
+            out.push_str(line);
+            continue;
+        }
+        let priority: u32 = f[3].parse().unwrap_or(0);
+        for (i, ip) in public_ips.iter().enumerate() {
+            let mut g: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+            g[0] = format!("{}{}", f[0], 9 - i.min(8));
+            g[3] = priority.saturating_sub(i as u32).to_string();
+            g[4] = ip.clone();
+            out.push_str("a=candidate:");
+            out.push_str(&g.join(" "));
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod public_ip_tests {
+    use super::with_public_ips;
+
+    #[test]
+    fn interface_candidates_move_to_the_public_address_and_loopback_stays() {
+        let sdp = "v=0\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
+            a=candidate:2 1 udp 2130706175 172.17.0.2 50001 typ host\r\n\
+            a=candidate:3 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 0.0.0.0 rport 0\r\n\
+            a=end-of-candidates\r\n";
+        let out = with_public_ips(sdp, &["203.0.113.7".to_string()]);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"));
+        assert!(!out.contains("172.17.0.2"), "{out}");
+        assert!(
+            out.contains("a=candidate:29 1 udp 2130706175 203.0.113.7 50001 typ host\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
+        assert!(out.ends_with("a=end-of-candidates\r\n"));
+        assert_eq!(with_public_ips(sdp, &[]), sdp);
+    }
+}
