@@ -4,6 +4,7 @@
 mod common;
 
 use common::{now_us, TestServer, Viewer};
+use serde_json::Value;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,5 +342,76 @@ async fn prometheus_metrics_cover_stages_latency_counters_and_viewers() {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }
     viewer.client.close().await;
+    server.stop().await;
+}
+
+/// The founding claim: each picture is converted and encoded once, however many watch.
+/// Three viewers of one detector: every frame the encoder thread took was encoded exactly
+/// once (not once per viewer), and the three decode the same pictures (the same stripe
+/// sequence numbers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_viewers_share_one_encode() {
+    let server = TestServer::start(&["det=synthetic,ladder=off"]).await;
+    let mut a = Viewer::join(&server, Some("det"), &["42e01f"]).await;
+    let mut b = Viewer::join(&server, Some("det"), &["42e01f"]).await;
+    let mut c = Viewer::join(&server, Some("det"), &["42e01f"]).await;
+    // All three are watching (each decoded a picture) before the window opens.
+    let (fa, fb, fc) = tokio::join!(
+        a.decode_frames(1, Duration::from_secs(15)),
+        b.decode_frames(1, Duration::from_secs(15)),
+        c.decode_frames(1, Duration::from_secs(15))
+    );
+    assert!(!fa.is_empty() && !fb.is_empty() && !fc.is_empty());
+    let counters = |j: &Value| {
+        let d = j["detectors"]
+            .as_array()
+            .and_then(|ds| ds.iter().find(|d| d["detector"] == "det"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no detector det in {j}"));
+        let n = |k: &str| d[k].as_u64().unwrap_or_else(|| panic!("{k} in {d}"));
+        (
+            n("frames_in"),
+            n("frames_encoded"),
+            n("frames_idle") + n("frames_throttled"),
+            d["renditions"][0]["frames_encoded"].as_u64().unwrap(),
+            d["viewers"].as_array().map_or(0, Vec::len),
+        )
+    };
+    let (_, before) = server.get("/api/stats").await;
+    let (sa, sb, sc) = tokio::join!(
+        a.decode_frames(40, Duration::from_secs(20)),
+        b.decode_frames(40, Duration::from_secs(20)),
+        c.decode_frames(40, Duration::from_secs(20))
+    );
+    let (_, after) = server.get("/api/stats").await;
+    let (in0, enc0, skip0, lane0, _) = counters(&before);
+    let (in1, enc1, skip1, lane1, viewers) = counters(&after);
+    assert_eq!(viewers, 3, "{after}");
+    let (taken, encoded, skipped) = (in1 - in0, enc1 - enc0, skip1 - skip0);
+    assert!(taken >= 30, "the detector kept producing: {taken} frames");
+    // One encode per frame taken (a frame in the encoder at either reading may shift
+    // one count across the window), never one per viewer.
+    assert!(
+        encoded + skipped + 1 >= taken && encoded <= taken + 1,
+        "{taken} frames taken, {encoded} encoded, {skipped} skipped"
+    );
+    assert_eq!(lane1 - lane0, encoded, "only the full-size lane encodes");
+    // The three decoded the same pictures.
+    let seqs = |s: &[common::Seen]| -> std::collections::BTreeSet<u32> {
+        s.iter().filter_map(|f| f.stripe.map(|st| st.seq)).collect()
+    };
+    let (qa, qb, qc) = (seqs(&sa), seqs(&sb), seqs(&sc));
+    let common: Vec<_> = qa.iter().filter(|q| qb.contains(q) && qc.contains(q)).collect();
+    assert!(
+        common.len() >= 30,
+        "the viewers decoded different pictures: {} in common of {}/{}/{}",
+        common.len(),
+        qa.len(),
+        qb.len(),
+        qc.len()
+    );
+    for v in [a, b, c] {
+        v.client.close().await;
+    }
     server.stop().await;
 }
