@@ -345,6 +345,9 @@ fn parse_roi(field: &str, v: &Value) -> Result<Option<Roi>, ParamError> {
 /// Translates ImSwitch's `setStreamParameters` names into ours. Returns the patch and
 /// the names that have no meaning here (reported back, not rejected: ImSwitch clients
 /// send their whole parameter set, including JPEG and STUN settings).
+///
+/// A body may carry both spellings of one setting (ImSwitch's frontend sends back the
+/// `params` we answered, which hold both): ours is the more precise one and wins.
 pub fn from_imswitch(
     params: &Map<String, Value>,
     shape: SourceShape,
@@ -372,23 +375,38 @@ pub fn from_imswitch(
     for (k, v) in params {
         match k.as_str() {
             "throttle_ms" => {
-                // Minimum time between frames → a frame-rate cap.
+                // Minimum time between frames → a frame-rate cap. Below 1000/240 ms the
+                // cap is above any rate sent here: no cap.
                 let ms = opt_f64(k, v)?;
                 match ms {
-                    None => {
-                        patch.insert("max_fps".into(), Value::Null);
-                    }
                     Some(ms) if ms < 0.0 => return Err(bad(k, format!("{ms} is negative"))),
-                    Some(0.0) => {
-                        patch.insert("max_fps".into(), Value::Null);
+                    Some(ms) if ms > 1000.0 / MAX_FPS_RANGE.0 => {
+                        return Err(bad(
+                            k,
+                            format!(
+                                "{ms} ms is over {} ms (a frame every 10 s)",
+                                1000.0 / MAX_FPS_RANGE.0
+                            ),
+                        ))
                     }
-                    Some(ms) => {
+                    Some(ms) if ms >= 1000.0 / MAX_FPS_RANGE.1 => {
                         patch.insert("max_fps".into(), json!(1000.0 / ms));
+                    }
+                    _ => {
+                        patch.insert("max_fps".into(), Value::Null);
                     }
                 }
             }
             "subsampling_factor" => {
-                patch.insert("binning".into(), v.clone());
+                // ImSwitch's "no subsampling" is 1; 0 and null mean the same here.
+                let f = opt_u32(k, v)?.filter(|f| *f > 0).unwrap_or(1);
+                if f > lumacast_frame::MAX_BINNING {
+                    return Err(bad(
+                        k,
+                        format!("{f} is outside 1..={}", lumacast_frame::MAX_BINNING),
+                    ));
+                }
+                patch.insert("binning".into(), json!(f));
             }
             "crop_size" => {
                 // A centred square (or [width, height]) crop.
@@ -425,15 +443,55 @@ pub fn from_imswitch(
             }
             "bitrate_kbps" => {
                 let kb = opt_f64(k, v)?;
+                if let Some(kb) = kb.filter(|kb| *kb < 0.0) {
+                    return Err(bad(k, format!("{kb} is negative")));
+                }
                 patch.insert("bitrate".into(), json!(kb.map(|kb| (kb * 1000.0) as u64)));
             }
-            name if OURS.contains(&name) => {
-                patch.insert(name.into(), v.clone());
-            }
+            name if OURS.contains(&name) => {}
             other => ignored.push(other.to_string()),
         }
     }
+    // Our own names last: they override ImSwitch's spelling of the same setting.
+    for (k, v) in params {
+        if OURS.contains(&k.as_str()) {
+            patch.insert(k.clone(), v.clone());
+        }
+    }
     Ok((patch, ignored))
+}
+
+impl StreamParams {
+    /// [`StreamParams::to_json`] plus ImSwitch's names for the same settings
+    /// (`subsampling_factor`, `throttle_ms`, `crop_size`) and `protocol`, so that
+    /// ImSwitch's frontend can read them and send them back unchanged.
+    /// `max_width` keeps our meaning: `null` is no limit (ImSwitch writes 0; both are
+    /// accepted). `crop_size` is `null` when the ROI is not a centred square.
+    pub fn to_imswitch_json(&self, shape: SourceShape) -> Value {
+        let mut v = self.to_json();
+        let throttle_ms = self.max_fps.map_or(0, |f| (1000.0 / f).round() as u64);
+        let crop_size = match self.geometry.roi {
+            None => json!(0),
+            Some(r)
+                if r.width == r.height
+                    && shape.width != u32::MAX
+                    && r.width <= shape.width
+                    && r.height <= shape.height
+                    && r.x == (shape.width - r.width) / 2
+                    && r.y == (shape.height - r.height) / 2 =>
+            {
+                json!(r.width)
+            }
+            Some(_) => Value::Null,
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert("protocol".into(), json!("webrtc"));
+            m.insert("subsampling_factor".into(), json!(self.geometry.binning));
+            m.insert("throttle_ms".into(), json!(throttle_ms));
+            m.insert("crop_size".into(), crop_size);
+        }
+        v
+    }
 }
 
 /// The parameters of one detector, shared between HTTP handlers (writers) and its encoder
@@ -620,6 +678,58 @@ mod tests {
         );
         let e = from_imswitch(json!({"crop_size": 4000}).as_object().unwrap(), SHAPE).unwrap_err();
         assert_eq!(e.field, "crop_size");
+    }
+
+    #[test]
+    fn the_imswitch_view_reads_back_unchanged_and_ours_wins_over_theirs() {
+        let p = StreamParams::new(0, 0, DEFAULT_LADDER.to_vec())
+            .patched(
+                json!({"max_fps": 20.0, "binning": 2, "gamma": 0.5,
+                       "roi": {"x": 384, "y": 104, "width": 512, "height": 512}})
+                .as_object()
+                .unwrap(),
+                SHAPE,
+            )
+            .unwrap();
+        let v = p.to_imswitch_json(SHAPE);
+        assert_eq!(v["throttle_ms"], 50);
+        assert_eq!(v["subsampling_factor"], 2);
+        assert_eq!(v["crop_size"], 512);
+        assert_eq!(v["protocol"], "webrtc");
+        // sent back as a whole (ImSwitch's frontend does): the same parameters
+        let mut back = v.as_object().unwrap().clone();
+        back.remove("protocol");
+        let (patch_map, ignored) = from_imswitch(&back, SHAPE).unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(p.patched(&patch_map, SHAPE).unwrap(), p);
+        // both spellings in one body: ours is the precise one
+        let (patch_map, _) = from_imswitch(
+            json!({"throttle_ms": 33, "max_fps": 25.0})
+                .as_object()
+                .unwrap(),
+            SHAPE,
+        )
+        .unwrap();
+        assert_eq!(patch_map["max_fps"], 25.0);
+        // an off-centre ROI has no crop_size
+        let q = p
+            .patched(json!({"roi": [0, 0, 100, 100]}).as_object().unwrap(), SHAPE)
+            .unwrap();
+        assert_eq!(q.to_imswitch_json(SHAPE)["crop_size"], Value::Null);
+        // ImSwitch's ranges, named by ImSwitch's field
+        for (body, field) in [
+            (json!({"throttle_ms": -1}), "throttle_ms"),
+            (json!({"throttle_ms": 20000}), "throttle_ms"),
+            (json!({"subsampling_factor": 9}), "subsampling_factor"),
+            (json!({"bitrate_kbps": -3}), "bitrate_kbps"),
+        ] {
+            let e = from_imswitch(body.as_object().unwrap(), SHAPE).unwrap_err();
+            assert_eq!(e.field, field, "{body}");
+        }
+        // a throttle shorter than 1/240 s is no cap at all
+        let (patch_map, _) =
+            from_imswitch(json!({"throttle_ms": 1}).as_object().unwrap(), SHAPE).unwrap();
+        assert_eq!(patch_map["max_fps"], Value::Null);
     }
 
     #[test]
