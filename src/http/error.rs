@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The request body is over the limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// A known endpoint whose feature this server does not have yet (501).
+    #[error("{0}")]
+    NotImplemented(String),
     /// A fault of ours (500).
     #[error("{0}")]
     Internal(String),
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The ImSwitch-compatible `/LiveViewController/*` endpoints.
 
-use super::{params, str_param, ApiError};
+use super::{imswitch_request, params, str_param, ApiError};
 use crate::AppState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -21,32 +21,83 @@ pub(crate) fn check_protocol(p: &serde_json::Map<String, Value>) -> Result<(), A
     }
 }
 
-/// Starts capture and encoding for a detector; idempotent.
+/// Starts capture and encoding for a detector; idempotent. `detectorName`, `protocol`
+/// and `force` come from the query or the body; stream parameters from the body, flat
+/// (ImSwitch's frontend) or under `params` (ImSwitch's Python clients). A `null` body is
+/// no parameters. The parameters are applied first: a bad one is a 400 and nothing
+/// starts. The answer's `params` carry ImSwitch's names beside ours, so the frontend can
+/// save them and send them back.
 pub async fn start_live_view(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let p = params(query, &body)?;
-    check_protocol(&p)?;
-    let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
-    // Parameters first: a bad one is a 400 and nothing starts.
-    let ignored = super::stream::apply_imswitch_params(
-        &state,
-        &name,
-        p.get("params").unwrap_or(&Value::Null),
-    )?;
+    // `force` overrides ImSwitch's long-exposure refusal; this server never refuses.
+    let req = imswitch_request(query, &body, &["detectorName", "protocol", "force"])?;
+    check_protocol(&req.control)?;
+    let name = state
+        .detectors
+        .resolve(str_param(&req.control, "detectorName")?)?;
+    let mut ignored =
+        super::stream::apply_imswitch_to(&state, std::slice::from_ref(&name), &req.stream)?;
+    let applied = super::stream::applied(&req.stream, &ignored);
+    ignored.extend(req.ignored);
     let s = state.clone();
     let n = name.clone();
     let (_running, started) = tokio::task::spawn_blocking(move || s.detectors.start(&n)).await??;
-    let (cell, _) = state.detectors.params(&name)?;
+    info!(detector = %name, started, ?applied, ?ignored, "startLiveView");
     Ok(Json(json!({
         "status": if started { "success" } else { "already_running" },
         "detector": name,
         "protocol": PROTOCOL,
-        "params": cell.get().to_json(),
+        "params": super::stream::imswitch_view(&state, &name)?,
+        "applied": applied,
         "ignored": ignored,
     })))
+}
+
+/// ImSwitch's activity poll (`getLiveViewActive`, under `LiveViewController` and
+/// `ViewController`): a bare JSON boolean, true while any detector streams.
+pub async fn live_view_active(State(state): State<AppState>) -> Json<bool> {
+    Json(state.detectors.first_running().is_some())
+}
+
+/// ImSwitch's `getLongExposureInfo`: ImSwitch refuses to stream above an exposure
+/// threshold because its worker times out on slow frames. This server has no such limit
+/// (the encoder waits for each frame, however slow) and knows no exposure time, so the
+/// answer is "not a long exposure" with the exposure unknown (`null`) and `supported:
+/// false` saying so.
+pub async fn long_exposure_info(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let p = params(query, &Bytes::new())?;
+    let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
+    Ok(Json(json!({
+        "status": "success",
+        "detector": name,
+        "exposureMs": Value::Null,
+        "thresholdMs": Value::Null,
+        "isLongExposure": false,
+        "supported": false,
+        "message": "lumacast has no long-exposure limit and does not know the exposure time: \
+                    a slow detector streams at its own rate",
+    })))
+}
+
+/// ImSwitch's `mjpeg_stream`: not available yet (a 501 naming the alternatives).
+pub async fn mjpeg_stream() -> ApiError {
+    ApiError::NotImplemented(
+        "MJPEG is not available yet in lumacast: use the webrtc protocol \
+         (LiveViewController/webrtc_offer or WHEP at /whep/{detector})"
+            .into(),
+    )
+}
+
+/// ImSwitch's `SettingsController/getDetectorNames`: the configured detectors, a bare
+/// JSON array in configuration order.
+pub async fn detector_names(State(state): State<AppState>) -> Json<Vec<String>> {
+    Json(state.detectors.names())
 }
 
 /// Stops a detector (the first running one by default) and closes its viewers.
@@ -104,7 +155,11 @@ pub async fn webrtc_offer(
     // Judge the offer before touching any detector: a bad offer changes nothing.
     lumacast_rtc::analyze_offer(&sdp)?;
     let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
-    super::stream::apply_imswitch_params(&state, &name, p.get("params").unwrap_or(&Value::Null))?;
+    let ignored = super::stream::apply_imswitch_params(
+        &state,
+        &name,
+        p.get("params").unwrap_or(&Value::Null),
+    )?;
     let session = open_viewer(&state, &name, &sdp, client_addr(&extensions)).await?;
     Ok(Json(json!({
         "status": "success",
@@ -112,6 +167,7 @@ pub async fn webrtc_offer(
         "type": "answer",
         "detector": name,
         "viewer_id": session.id,
+        "ignored": ignored,
     })))
 }
 

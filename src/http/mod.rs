@@ -25,6 +25,7 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let imswitch = imswitch_routes();
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
@@ -57,6 +58,29 @@ pub fn router(state: AppState) -> Router {
                 .patch(whep::patch)
                 .options(whep::options),
         )
+        .route("/metrics", get(detectors::prometheus))
+        .merge(imswitch.clone())
+        .nest("/imswitch/api", imswitch)
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::cors,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// ImSwitch's API (`LiveViewController`, the activity poll, the detector list), served
+/// both at the root (our historical base) and under `/imswitch/api` (the base ImSwitch's
+/// web frontend puts in front of every call). See docs/IMSWITCH.md.
+fn imswitch_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/LiveViewController/setStreamParameters",
             post(stream::set_stream_parameters),
@@ -65,7 +89,6 @@ pub fn router(state: AppState) -> Router {
             "/LiveViewController/getStreamParameters",
             get(stream::get_stream_parameters),
         )
-        .route("/metrics", get(detectors::prometheus))
         .route(
             "/LiveViewController/getStreamDiagnostics",
             get(detectors::stats),
@@ -90,19 +113,30 @@ pub fn router(state: AppState) -> Router {
             "/LiveViewController/getActiveStreams",
             get(liveview::active_streams),
         )
-        .fallback(not_found)
-        .layer(axum::middleware::map_response(json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access::require_token,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access::cors,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .route(
+            "/LiveViewController/getLiveViewActive",
+            get(liveview::live_view_active),
+        )
+        .route(
+            "/ViewController/getLiveViewActive",
+            get(liveview::live_view_active),
+        )
+        .route(
+            "/LiveViewController/setDetectorStreamParameters",
+            post(stream::set_detector_stream_parameters),
+        )
+        .route(
+            "/LiveViewController/getLongExposureInfo",
+            get(liveview::long_exposure_info),
+        )
+        .route(
+            "/LiveViewController/mjpeg_stream",
+            get(liveview::mjpeg_stream),
+        )
+        .route(
+            "/SettingsController/getDetectorNames",
+            get(liveview::detector_names),
+        )
 }
 
 async fn not_found() -> ApiError {
@@ -159,6 +193,8 @@ pub(crate) fn params(
             out.extend(map);
             Ok(out)
         }
+        // axios sends `null` for "no data" with a JSON content type.
+        Ok(Value::Null) => Ok(out),
         Ok(_) => Err(ApiError::BadRequest(
             "the request body must be a JSON object".into(),
         )),
@@ -178,4 +214,63 @@ pub(crate) fn str_param<'a>(
         Some(Value::String(s)) => Ok(Some(s.as_str())),
         Some(_) => Err(ApiError::BadRequest(format!("\"{key}\" must be a string"))),
     }
+}
+
+/// An ImSwitch request taken apart: the keys that steer the call (`detectorName`,
+/// `protocol`, ...; from the query or the body) and the stream parameters (from the body
+/// only: its other keys, flat as ImSwitch's frontend sends them, and/or a `params`
+/// object, which wins). Query keys that steer nothing are listed in `ignored`.
+pub(crate) struct ImSwitchRequest {
+    pub control: Map<String, Value>,
+    pub stream: Map<String, Value>,
+    pub ignored: Vec<String>,
+}
+
+pub(crate) fn imswitch_request(
+    query: HashMap<String, String>,
+    body: &Bytes,
+    control_keys: &[&str],
+) -> Result<ImSwitchRequest, ApiError> {
+    let body = params(HashMap::new(), body)?;
+    let mut control = Map::new();
+    let mut ignored = Vec::new();
+    for (k, v) in query {
+        if control_keys.contains(&k.as_str()) {
+            control.insert(k, Value::String(v));
+        } else {
+            ignored.push(k);
+        }
+    }
+    let mut stream = Map::new();
+    let mut nested = None;
+    for (k, v) in body {
+        if k == "params" {
+            nested = Some(v);
+        } else if control_keys.contains(&k.as_str()) {
+            control.insert(k, v);
+        } else {
+            stream.insert(k, v);
+        }
+    }
+    match nested {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => stream.extend(m),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "\"params\" must be a JSON object".into(),
+            ))
+        }
+    }
+    // A `protocol` among the parameters (ImSwitch echoes it in its `params`) must agree.
+    if let Some(p) = stream.remove("protocol") {
+        let mut m = Map::new();
+        m.insert("protocol".into(), p);
+        liveview::check_protocol(&m)?;
+    }
+    ignored.sort();
+    Ok(ImSwitchRequest {
+        control,
+        stream,
+        ignored,
+    })
 }

@@ -1,7 +1,7 @@
 //! Per-detector stream parameters, snapshots, histograms and pushed frames:
 //! `/api/detectors/{name}/...` and ImSwitch's `setStreamParameters`/`getStreamParameters`.
 
-use super::{params, str_param, ApiError};
+use super::{imswitch_request, params, str_param, ApiError};
 use crate::params::{from_imswitch, ParamsCell, SourceShape};
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
@@ -105,61 +105,159 @@ pub(crate) fn apply_imswitch_params(
     Ok(ignored)
 }
 
-/// ImSwitch's `POST /LiveViewController/setStreamParameters`: `{"protocol": "webrtc",
-/// "detectorName": optional, "params": {...}}`. Without a detector name the parameters
-/// go to every detector (as ImSwitch applies them per protocol), all or none.
+/// The parameters of `name` as ImSwitch's frontend reads them: ours plus ImSwitch's
+/// names, `protocol` and `detector_name`.
+pub(crate) fn imswitch_view(state: &AppState, name: &str) -> Result<Value, ApiError> {
+    let (cell, shape) = state.detectors.params(name)?;
+    let mut v = cell.get().to_imswitch_json(shape);
+    v["detector_name"] = json!(name);
+    Ok(v)
+}
+
+/// Applies ImSwitch-style parameters to every detector in `names`, all or none: each
+/// is validated first, so a value bad for one changes none. Returns the names that have
+/// no meaning here.
+pub(crate) fn apply_imswitch_to(
+    state: &AppState,
+    names: &[String],
+    stream: &Map<String, Value>,
+) -> Result<Vec<String>, ApiError> {
+    let mut ignored = vec![];
+    for n in names {
+        let (cell, shape) = state.detectors.params(n)?;
+        let (patch, i) = from_imswitch(stream, shape)?;
+        cell.get().patched(&patch, shape)?;
+        ignored = i;
+    }
+    for n in names {
+        apply_imswitch_params(state, n, &Value::Object(stream.clone()))?;
+    }
+    Ok(ignored)
+}
+
+/// The keys of `stream` that took effect (all but the ignored ones).
+pub(crate) fn applied(stream: &Map<String, Value>, ignored: &[String]) -> Vec<String> {
+    stream
+        .keys()
+        .filter(|k| !ignored.contains(k))
+        .cloned()
+        .collect()
+}
+
+fn require_some(stream: &Map<String, Value>, what: &str) -> Result<(), ApiError> {
+    if stream.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "{what}: no stream parameters in the body (send them as a JSON object, \
+             e.g. {{\"max_width\": 640, \"throttle_ms\": 50}})"
+        )));
+    }
+    Ok(())
+}
+
+/// ImSwitch's `POST /LiveViewController/setStreamParameters?protocol=webrtc` with the
+/// parameters as the whole JSON body (as ImSwitch's frontend sends them; FastAPI does
+/// not wrap a single dict parameter). Our older spelling, `{"protocol": ..,
+/// "detectorName": .., "params": {..}}`, works too. Without a detector name the
+/// parameters go to every detector (ImSwitch sets them per protocol), all or none.
 pub async fn set_stream_parameters(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let p = params(query, &body)?;
-    super::liveview::check_protocol(&p)?;
-    let names = match str_param(&p, "detectorName")? {
+    let req = imswitch_request(query, &body, &["protocol", "detectorName"])?;
+    super::liveview::check_protocol(&req.control)?;
+    let names = match str_param(&req.control, "detectorName")? {
         Some(n) if !n.is_empty() => vec![state.detectors.resolve(Some(n))?],
         _ => state.detectors.names(),
     };
-    let new = p.get("params").cloned().unwrap_or(Value::Null);
-    // Validate for every detector first, so that a value bad for one changes none.
-    if let Value::Object(map) = &new {
-        for n in &names {
-            let (cell, shape) = state.detectors.params(n)?;
-            let (patch, _) = from_imswitch(map, shape)?;
-            cell.get().patched(&patch, shape)?;
-        }
-    }
-    let mut ignored = vec![];
-    for n in &names {
-        ignored = apply_imswitch_params(&state, n, &new)?;
-    }
+    require_some(&req.stream, "setStreamParameters")?;
+    let mut ignored = apply_imswitch_to(&state, &names, &req.stream)?;
+    let applied = applied(&req.stream, &ignored);
+    ignored.extend(req.ignored);
     let mut per = Map::new();
     for n in &names {
-        let (cell, _) = state.detectors.params(n)?;
-        per.insert(n.clone(), cell.get().to_json());
+        per.insert(n.clone(), imswitch_view(&state, n)?);
     }
     let first = per.values().next().cloned().unwrap_or(Value::Null);
+    let live: Vec<&String> = names
+        .iter()
+        .filter(|n| state.detectors.running(n).is_some())
+        .collect();
+    let message = if live.is_empty() {
+        "parameters set (no active streams)".to_string()
+    } else {
+        format!(
+            "parameters updated live on {} stream(s); no restart required",
+            live.len()
+        )
+    };
     Ok(Json(json!({
         "status": "success",
         "protocol": "webrtc",
         "params": first,
         "detectors": per,
+        "updated_detectors": live,
+        "applied": applied,
+        "ignored": ignored,
+        "message": message,
+    })))
+}
+
+/// ImSwitch's `POST /LiveViewController/setDetectorStreamParameters?detectorName=..`,
+/// body `{"protocol": "webrtc", ...params}`: one detector, applied live when it runs.
+pub async fn set_detector_stream_parameters(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req = imswitch_request(query, &body, &["protocol", "detectorName"])?;
+    super::liveview::check_protocol(&req.control)?;
+    let name = match str_param(&req.control, "detectorName")? {
+        Some(n) if !n.is_empty() => state.detectors.resolve(Some(n))?,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "\"detectorName\" is required (query parameter)".into(),
+            ))
+        }
+    };
+    require_some(&req.stream, "setDetectorStreamParameters")?;
+    let mut ignored = apply_imswitch_to(&state, std::slice::from_ref(&name), &req.stream)?;
+    let applied = applied(&req.stream, &ignored);
+    ignored.extend(req.ignored);
+    let live = state.detectors.running(&name).is_some();
+    Ok(Json(json!({
+        "status": "success",
+        "detector": name,
+        "params": imswitch_view(&state, &name)?,
+        "restarted": false,
+        "updated_live": live,
+        "applied": applied,
         "ignored": ignored,
     })))
 }
 
-/// ImSwitch's `GET /LiveViewController/getStreamParameters`.
+/// ImSwitch's `GET /LiveViewController/getStreamParameters`: our fields (`params`,
+/// `detectors`, `active_detectors`) and ImSwitch's (`protocols.webrtc`,
+/// `current_protocol`, `current_active_protocols`, `total_active_streams`,
+/// `per_detector`). `protocols.webrtc` holds the parameters of `detectorName` (default:
+/// the first running detector, else the first one): there are no protocol-wide
+/// defaults here, every detector has its own.
 pub async fn get_stream_parameters(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = params(query, &Bytes::new())?;
     super::liveview::check_protocol(&p)?;
-    let name = state.detectors.resolve(str_param(&p, "detectorName")?)?;
-    let (cell, _) = state.detectors.params(&name)?;
+    let name = match str_param(&p, "detectorName")? {
+        Some(n) if !n.is_empty() => state.detectors.resolve(Some(n))?,
+        _ => match state.detectors.first_running() {
+            Some(n) => n,
+            None => state.detectors.resolve(None)?,
+        },
+    };
     let mut per = Map::new();
     for n in state.detectors.names() {
-        let (c, _) = state.detectors.params(&n)?;
-        per.insert(n, c.get().to_json());
+        per.insert(n.clone(), imswitch_view(&state, &n)?);
     }
     let active: Vec<String> = state
         .detectors
@@ -167,13 +265,27 @@ pub async fn get_stream_parameters(
         .into_iter()
         .filter(|n| state.detectors.running(n).is_some())
         .collect();
+    let active_protocols: Map<String, Value> = active
+        .iter()
+        .map(|n| (n.clone(), json!("webrtc")))
+        .collect();
+    let view = imswitch_view(&state, &name)?;
+    let mut webrtc = view.clone();
+    webrtc["active_detectors"] = json!(active);
+    webrtc["is_active"] = json!(!active.is_empty());
     Ok(Json(json!({
         "status": "success",
         "protocol": "webrtc",
         "detector": name,
-        "params": cell.get().to_json(),
-        "detectors": per,
+        "params": view,
+        "detectors": per.clone(),
         "active_detectors": active,
+        "is_active": !active.is_empty(),
+        "current_protocol": if active.is_empty() { Value::Null } else { json!("webrtc") },
+        "current_active_protocols": active_protocols,
+        "total_active_streams": active.len(),
+        "protocols": {"webrtc": webrtc},
+        "per_detector": per,
     })))
 }
 
