@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// lumacast: live detector frames to web browsers over WebRTC.
@@ -136,6 +137,26 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Serve the page, the JSON API and WHEP over HTTPS (TLS) with this certificate
+    /// chain (PEM, leaf first) instead of plain HTTP. Needs `--tls-key`.
+    #[arg(long, env = "LUMACAST_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LUMACAST_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve over HTTPS with a certificate made at start for this host's names and
+    /// addresses (localhost, 127.0.0.1, ::1, the host name, the listen address, the
+    /// interfaces' addresses); its SHA-256 fingerprint is printed. Not with `--tls-cert`.
+    #[arg(
+        long,
+        env = "LUMACAST_TLS_SELF_SIGNED",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls_self_signed: bool,
+
     /// List the cameras of this machine and exit.
     #[arg(long)]
     pub list_cameras: bool,
@@ -176,6 +197,40 @@ impl Config {
             gather_timeout: Duration::from_millis(self.ice_gather_timeout_ms.clamp(10, 10_000)),
             playout_delay: self.playout_delay.0,
             ..Default::default()
+        }
+    }
+}
+
+/// Where the HTTPS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `--tls-cert` and `--tls-key`.
+    Files { cert: PathBuf, key: PathBuf },
+    /// `--tls-self-signed`.
+    SelfSigned,
+}
+
+impl Config {
+    /// The TLS options checked together: `None` for plain HTTP, or an error naming
+    /// the combination that cannot work.
+    pub fn tls_source(&self) -> Result<Option<TlsSource>, String> {
+        match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (None, None, false) => Ok(None),
+            (None, None, true) => Ok(Some(TlsSource::SelfSigned)),
+            (Some(_), _, true) | (_, Some(_), true) => Err(
+                "--tls-self-signed makes its own certificate: give either it or --tls-cert and --tls-key, not both"
+                    .into(),
+            ),
+            (Some(_), None, false) => {
+                Err("--tls-cert needs --tls-key (the certificate's private key, PEM)".into())
+            }
+            (None, Some(_), false) => {
+                Err("--tls-key needs --tls-cert (the certificate chain, PEM)".into())
+            }
+            (Some(cert), Some(key), false) => Ok(Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
         }
     }
 }
@@ -491,6 +546,28 @@ mod tests {
                 max_ms: 0
             })
         );
+    }
+
+    #[test]
+    fn tls_options_go_together_or_not_at_all() {
+        let tls = |args: &[&str]| {
+            Config::parse_from(std::iter::once("lumacast").chain(args.iter().copied())).tls_source()
+        };
+        assert_eq!(tls(&[]), Ok(None));
+        assert_eq!(tls(&["--tls-self-signed"]), Ok(Some(TlsSource::SelfSigned)));
+        assert_eq!(
+            tls(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]),
+            Ok(Some(TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }))
+        );
+        let err = tls(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = tls(&["--tls-key", "k.pem"]).unwrap_err();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let err = tls(&["--tls-cert", "c", "--tls-key", "k", "--tls-self-signed"]).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]

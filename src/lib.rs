@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod params;
 pub mod pipeline;
 pub mod procinfo;
+pub mod tls;
 
 pub use config::Config;
 pub use http::router;
@@ -93,34 +94,27 @@ fn bind_mux(udp_addrs: &[String], port: u16) -> Result<lumacast_rtc::UdpMux, Str
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves, then closes viewers and
-/// stops detectors.
+/// stops detectors. With `tls` (see [`tls::from_config`]) it speaks HTTPS only.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = App::new(&config).map_err(anyhow::Error::msg)?;
-    serve(state, listener, shutdown).await
+    match tls {
+        Some(tls) => serve_tls(state, listener, tls, shutdown).await,
+        None => serve(state, listener, shutdown).await,
+    }
 }
 
-/// [`run`] with state built by the caller (who keeps a handle on it).
+/// [`run`] over plain HTTP with state built by the caller (who keeps a handle on it).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if !lumacast_encode::build_info().assembly {
-        tracing::warn!("{}", lumacast_encode::build_info().note);
-    }
-    let app = router(state.clone());
-    // Housekeeping: return freed memory to the OS every 10 s (see procinfo).
-    let housekeeping = tokio::spawn(async {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-        loop {
-            tick.tick().await;
-            let _ = tokio::task::spawn_blocking(procinfo::release_free_memory).await;
-        }
-    });
+    let (app, housekeeping) = start(&state);
     // Connect info: the offer limit and the sessions API know each client's address.
     axum::serve(
         listener,
@@ -128,8 +122,52 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    finish(state, housekeeping).await
+}
+
+/// [`serve`] over HTTPS: every connection is a TLS connection with `tls`.
+pub async fn serve_tls(
+    state: AppState,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let (app, housekeeping) = start(&state);
+    // `tap_io` keeps the peer address as connect info (as for plain TCP), and small API
+    // answers go out at once instead of waiting for Nagle.
+    let listener = tls::TlsListener::new(listener, tls).tap_io(|io| {
+        let _ = io.get_ref().0.set_nodelay(true);
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    finish(state, housekeeping).await
+}
+
+/// The router, and the housekeeping task that returns freed memory to the OS every
+/// 10 s (see procinfo).
+fn start(state: &AppState) -> (axum::Router, tokio::task::JoinHandle<()>) {
+    if !lumacast_encode::build_info().assembly {
+        tracing::warn!("{}", lumacast_encode::build_info().note);
+    }
+    let app = router(state.clone());
+    let housekeeping = tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(procinfo::release_free_memory).await;
+        }
+    });
+    (app, housekeeping)
+}
+
+/// After the server stopped: housekeeping ends, detectors stop.
+async fn finish(state: AppState, housekeeping: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
     housekeeping.abort();
-    let s = state.clone();
-    tokio::task::spawn_blocking(move || s.detectors.stop_all()).await?;
+    tokio::task::spawn_blocking(move || state.detectors.stop_all()).await?;
     Ok(())
 }

@@ -41,11 +41,36 @@ async fn serve() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // Checked before binding: a bad TLS option stops startup with its message.
+    let tls = lumacast::tls::from_config(&config).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    println!("lumacast serving the live view on http://{addr}/");
-    tracing::info!(%addr, "listening");
-    lumacast::run(config, listener, shutdown_signal()).await
+    let scheme = match &tls {
+        Some(tls) => {
+            let fp = &tls.fingerprint;
+            if tls.self_signed_for.is_empty() {
+                println!("lumacast TLS certificate SHA-256 fingerprint {fp}");
+                tracing::info!(fingerprint = %fp, "TLS certificate");
+            } else {
+                let names = tls.self_signed_for.join(", ");
+                println!(
+                    "lumacast self-signed TLS certificate for {names}: SHA-256 fingerprint {fp}"
+                );
+                tracing::info!(fingerprint = %fp, %names, "self-signed TLS certificate");
+            }
+            "https"
+        }
+        None => "http",
+    };
+    println!("lumacast serving the live view on {scheme}://{addr}/");
+    tracing::info!(%addr, scheme, "listening");
+    lumacast::run(
+        config,
+        listener,
+        tls.map(|t| t.server_config),
+        shutdown_signal(),
+    )
+    .await
 }
 
 async fn shutdown_signal() {
