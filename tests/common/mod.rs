@@ -402,3 +402,43 @@ pub async fn spawn_binary_at(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, TestServer::attach(addr))
 }
+
+/// Starts the real `lumacast` binary with `args` (which make it serve HTTPS: `--tls-cert`
+/// and `--tls-key`, or `--tls-self-signed`) on 127.0.0.1 and waits for
+/// "lumacast serving the live view on https://ADDR/". Returns the child (killed when
+/// dropped), the address, and every line printed before that one (the certificate's
+/// fingerprint).
+pub async fn spawn_binary_https(args: &[&str]) -> (tokio::process::Child, SocketAddr, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lumacast"))
+        .args(["--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server binary starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("the server exited; it printed {before:?}"));
+            if let Some(rest) = line.strip_prefix("lumacast serving the live view on ") {
+                let addr: SocketAddr = rest
+                    .strip_prefix("https://")
+                    .and_then(|s| s.trim_end_matches('/').parse().ok())
+                    .unwrap_or_else(|| panic!("no https address in {line:?}"));
+                return addr;
+            }
+            before.push(line);
+        }
+    })
+    .await
+    .expect("the server announces its address");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr, before)
+}
