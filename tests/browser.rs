@@ -89,6 +89,40 @@ async fn chromium_plays_and_drives_the_controls_on_a_server_that_needs_a_token()
     server.stop().await;
 }
 
+/// The page over HTTPS from the real binary with `--tls-self-signed`: Chromium (told to
+/// accept the certificate, as a user who compared the fingerprint and clicked through
+/// the warning) loads it, the page's API calls and its offer go over TLS, and the video
+/// plays with the controls working, as over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_the_page_over_https_with_a_self_signed_certificate() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/live_view.mjs");
+    let (_child, addr, printed) = common::spawn_binary_https(&["--tls-self-signed"]).await;
+    assert!(
+        printed.iter().any(|l| l.contains("SHA-256 fingerprint")),
+        "{printed:?}"
+    );
+    let url = format!("https://{addr}/");
+    let shot = format!("{root}/target/browser-live-view-https.png");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .args([&script, &url, "1280", &shot])
+            .env("LUMACAST_IGNORE_CERT_ERRORS", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("live_view.mjs finishes within 90 s")
+    .expect("node runs");
+    let transcript =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "live_view.mjs failed:\n{transcript}");
+    assert!(transcript.contains("\"width\":1280"), "{transcript}");
+    assert!(transcript.contains("\"controls\":\"ok\""), "{transcript}");
+    assert!(transcript.contains("PASS"), "{transcript}");
+}
+
 /// A standard WHEP player (the npm package `@eyevinn/webrtc-player`) on a page of another
 /// origin plays the synthetic detector through lumacast in single-port mode: CORS
 /// preflight, `201` + `Location`, the answer, media through one UDP port, and `DELETE`

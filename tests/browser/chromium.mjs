@@ -8,15 +8,19 @@ export function fail(msg) {
 }
 
 // playwright gives every launch a fresh temporary profile.
+// LUMACAST_IGNORE_CERT_ERRORS=1 (opt-in, for a server with --tls-self-signed) makes
+// Chromium accept any certificate, as a user who clicked through the warning.
 export async function launchChromium() {
   const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+  const args = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+  ];
+  if (process.env.LUMACAST_IGNORE_CERT_ERRORS === "1") args.push("--ignore-certificate-errors");
   return chromium.launch({
     executablePath,
     headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
+    args,
   }).catch((e) => fail(`cannot launch ${executablePath}: ${e.message}`));
 }
