@@ -401,7 +401,10 @@ async fn three_viewers_share_one_encode() {
         s.iter().filter_map(|f| f.stripe.map(|st| st.seq)).collect()
     };
     let (qa, qb, qc) = (seqs(&sa), seqs(&sb), seqs(&sc));
-    let common: Vec<_> = qa.iter().filter(|q| qb.contains(q) && qc.contains(q)).collect();
+    let common: Vec<_> = qa
+        .iter()
+        .filter(|q| qb.contains(q) && qc.contains(q))
+        .collect();
     assert!(
         common.len() >= 30,
         "the viewers decoded different pictures: {} in common of {}/{}/{}",

@@ -15,7 +15,7 @@
 //!   ping with the shortest round trip.
 //!
 //! Bounded: the channel's send buffer is limited
-//! ([`crate::viewer`] builds the peer connection with [`SEND_BUFFER_LIMIT`]); a message
+//! (the viewer's peer connection is built with [`SEND_BUFFER_LIMIT`]); a message
 //! that does not fit is dropped and counted, never queued.
 
 use serde_json::{json, Value};
