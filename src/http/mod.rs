@@ -7,6 +7,7 @@ mod liveview;
 mod page;
 mod sessions;
 mod stream;
+mod values;
 mod whep;
 
 pub use access::AuthConfig;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             get(stream::get_params).patch(stream::patch_params),
         )
         .route("/api/detectors/{name}/snapshot", get(stream::snapshot))
+        .route("/api/detectors/{name}/values", get(values::values))
         .route(
             "/api/detectors/{name}/histogram",
             get(stream::histogram_view),

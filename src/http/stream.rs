@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
 
-type Window = Option<(u32, u32)>;
+pub(crate) type Window = Option<(u32, u32)>;
 
 /// Largest pushed frame body: 8192 x 8192 Mono16 plus the header (the push format itself
 /// allows more; this server does not buffer more per request).
@@ -25,10 +25,24 @@ pub const MAX_PUSH_BODY_BYTES: usize = 8192 * 8192 * 2 + lumacast_capture::PUSH_
 fn params_view(state: &AppState, name: &str, cell: &ParamsCell, shape: SourceShape) -> Value {
     let p = cell.get();
     let running = state.detectors.running(name);
-    let window = running.as_ref().and_then(|r| r.latest.get().1);
+    let newest = running.as_ref().map(|r| r.latest.get());
+    let window = newest.as_ref().and_then(|n| n.1);
     let output = (shape.width != u32::MAX)
         .then(|| p.geometry.output_size(shape.width, shape.height).ok())
         .flatten();
+    // Where the shown picture sits in the detector frame (the newest frame's size, else
+    // the nominal one), so that a viewer can map a point back to detector pixels.
+    let (fw, fh) = match newest.as_ref().and_then(|n| n.0.as_ref()) {
+        Some(f) => (f.width, f.height),
+        None => (shape.width, shape.height),
+    };
+    let placement = (fw != u32::MAX)
+        .then(|| p.geometry.placement(fw, fh).ok())
+        .flatten()
+        .map(|pl| {
+            json!({"x0": pl.x0, "y0": pl.y0, "factor": pl.factor, "width": pl.width,
+                   "height": pl.height, "frame_width": fw, "frame_height": fh})
+        });
     json!({
         "status": "success",
         "detector": name,
@@ -36,6 +50,7 @@ fn params_view(state: &AppState, name: &str, cell: &ParamsCell, shape: SourceSha
         "params": p.to_json(),
         "effective_window": window.map(|(a, b)| json!([a, b])),
         "output_size": output.map(|(w, h)| json!([w, h])),
+        "placement": placement,
         "source": {
             "width": (shape.width != u32::MAX).then_some(shape.width),
             "height": (shape.height != u32::MAX).then_some(shape.height),
@@ -291,7 +306,7 @@ pub async fn get_stream_parameters(
 
 /// The newest raw frame of a running detector with its display window, or a 409 saying
 /// why there is none.
-fn latest_frame(state: &AppState, name: &str) -> Result<(Arc<Frame>, Window), ApiError> {
+pub(crate) fn latest_frame(state: &AppState, name: &str) -> Result<(Arc<Frame>, Window), ApiError> {
     state.detectors.resolve(Some(name))?;
     let running = state.detectors.running(name).ok_or_else(|| {
         ApiError::Conflict(format!(

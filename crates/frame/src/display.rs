@@ -290,6 +290,35 @@ impl Geometry {
     pub fn output_size(&self, src_width: u32, src_height: u32) -> Result<(u32, u32), FrameError> {
         GeoPlan::new(self, src_width, src_height).map(|p| (p.width, p.height))
     }
+
+    /// Where the output picture comes from in the source: output pixel `(ox, oy)` is the
+    /// average of the `factor` x `factor` source pixels starting at
+    /// `(x0 + ox * factor, y0 + oy * factor)`. Lets a viewer map a point on the picture
+    /// back to source (detector) pixels.
+    pub fn placement(&self, src_width: u32, src_height: u32) -> Result<Placement, FrameError> {
+        GeoPlan::new(self, src_width, src_height).map(|p| Placement {
+            x0: p.x0,
+            y0: p.y0,
+            factor: p.factor,
+            width: p.width,
+            height: p.height,
+        })
+    }
+}
+
+/// How the output picture sits in the source frame (see [`Geometry::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Source column of the output's left edge (the ROI's x, or 0).
+    pub x0: u32,
+    /// Source row of the output's top edge (the ROI's y, or 0).
+    pub y0: u32,
+    /// Source pixels per output pixel along each axis (binning times the fit factor).
+    pub factor: u32,
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
 }
 
 /// Resolved geometry: crop origin, one total box factor, final even size.

@@ -37,9 +37,9 @@ pub use convert::{
     i420_dimensions, to_i420, Converter, DisplayWindow, I420Frame, MAX_HEIGHT, MAX_WIDTH, MIN_SIDE,
 };
 pub use display::{
-    histogram, Colormap, DisplayMapper, DisplaySettings, Geometry, Histogram, Roi, WindowMode,
-    AUTO_SAMPLES, AUTO_SMOOTHING, AUTO_WEIGHT, DEFAULT_HIGH_PERCENT, DEFAULT_LOW_PERCENT,
-    GAMMA_RANGE, MAX_BINNING,
+    histogram, Colormap, DisplayMapper, DisplaySettings, Geometry, Histogram, Placement, Roi,
+    WindowMode, AUTO_SAMPLES, AUTO_SMOOTHING, AUTO_WEIGHT, DEFAULT_HIGH_PERCENT,
+    DEFAULT_LOW_PERCENT, GAMMA_RANGE, MAX_BINNING,
 };
 
 /// Errors of frame construction and conversion.
