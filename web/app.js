@@ -402,6 +402,7 @@ setInterval(drawChart, 500);
 // Every change is a PATCH of /api/detectors/{name}/params: the server maps the raw
 // frame before encoding, so all viewers see it at once and nobody reconnects.
 let params = null;          // parameters in force, as the server last reported them
+let placement = null;       // where the shown picture sits in the detector frame
 let maxValue = 4095;        // full scale of the detector's raw data
 let patchTimer = null, pendingPatch = {};
 const paramStatus = $("paramStatus");
@@ -410,6 +411,7 @@ function detectorPath(suffix) { return `/api/detectors/${encodeURIComponent(sele
 
 function showParams(view) {
   params = view.params;
+  placement = view.placement || null;
   maxValue = (view.source && view.source.max_value) || maxValue;
   for (const id of ["wmin", "wmax"]) $(id).max = maxValue;
   const win = params.window_mode === "manual" ? [params.window_min, params.window_max]
@@ -513,8 +515,158 @@ $("stop").onclick = stop;
 select.onchange = () => { loadParams(); if (wanted) connect(); };
 setInterval(updateOverlay, 1000);
 
+// ── Raw values where the scientist points ──────────────────────────────────────────
+// Hover: the raw value under the cursor; shift-drag: a line profile; alt- or ctrl-drag:
+// min / max / mean of a rectangle. All from GET /api/detectors/{name}/values on the
+// newest raw frame, in detector pixels: the screen point is mapped onto the shown
+// picture (object-fit: contain letterboxes it), then back through the placement the
+// server reports with the parameters (ROI origin, binning times the size-limit factor).
+// At most one request in flight; hover asks at most every 100 ms, the newest point wins.
+const readout = $("readout"), readoutText = $("readoutText"), profileCanvas = $("profile");
+const marks = $("marks");
+const HOVER_MS = 100;
+const pointer = { last: null, profile: null, rect: null, lastAt: 0, requests: 0 };
+let valuesBusy = false, valuesNext = null, valuesTimer = null, lastValuesSent = 0;
+let drag = null;   // {kind: "line" | "rect", a: {cx, cy, x, y}, b: {...}}
+
+// Screen point → detector pixel {x, y}, or null off the picture.
+function toDetector(clientX, clientY) {
+  const vw = video.videoWidth, vh = video.videoHeight;
+  if (!vw || !vh || !placement) return null;
+  const r = video.getBoundingClientRect();
+  const scale = Math.min(r.width / vw, r.height / vh);
+  const left = r.left + (r.width - vw * scale) / 2, top = r.top + (r.height - vh * scale) / 2;
+  const px = (clientX - left) / scale, py = (clientY - top) / scale;   // picture pixels
+  if (px < 0 || py < 0 || px >= vw || py >= vh) return null;
+  // A lower rendition of the ladder is a scaled copy of the placement's picture.
+  const ox = px * placement.width / vw, oy = py * placement.height / vh;
+  const x = Math.min(placement.frame_width - 1, placement.x0 + Math.floor(ox * placement.factor));
+  const y = Math.min(placement.frame_height - 1, placement.y0 + Math.floor(oy * placement.factor));
+  return { x, y };
+}
+
+function fmt(v) {
+  if (Array.isArray(v)) return `[${v.map(fmt).join(", ")}]`;
+  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+}
+
+function askValues(query, kind) {
+  valuesNext = { query, kind };
+  pumpValues();
+}
+
+async function pumpValues() {
+  if (valuesBusy || !valuesNext) return;
+  const wait = valuesNext.kind === "point" ? lastValuesSent + HOVER_MS - performance.now() : 0;
+  if (wait > 0) { clearTimeout(valuesTimer); valuesTimer = setTimeout(pumpValues, wait); return; }
+  const { query, kind } = valuesNext;
+  valuesNext = null; valuesBusy = true; lastValuesSent = performance.now(); pointer.requests++;
+  try {
+    const v = await api(detectorPath("values") + "?" + query);
+    // The frame changed size (another detector setting): refresh the placement.
+    if (placement && (v.frame.width !== placement.frame_width || v.frame.height !== placement.frame_height)) loadParams();
+    showValues(v, kind);
+  } catch (e) {
+    readoutText.textContent = e.message;
+  } finally {
+    valuesBusy = false;
+    pumpValues();
+  }
+}
+
+function showValues(v, kind) {
+  pointer.lastAt = performance.now();
+  const unit = v.frame.pixel_format;
+  if (kind === "point") {
+    pointer.last = v;
+    readoutText.textContent = `x ${v.x}  y ${v.y}  value ${fmt(v.value)} (${unit}, frame ${v.seq})`;
+  } else if (kind === "line") {
+    pointer.profile = v;
+    drawProfile(v);
+    readoutText.textContent = `line (${v.from}) → (${v.to}): ${v.count} px`;
+  } else {
+    pointer.rect = v;
+    const r = v.rect;
+    readoutText.textContent = `rect ${r.width}×${r.height} at (${r.x}, ${r.y}), ${v.count} px\n` +
+      `min ${fmt(v.min)}  max ${fmt(v.max)}  mean ${fmt(v.mean)}`;
+  }
+  readout.dataset.kind = kind;
+}
+
+function drawProfile(v) {
+  const c = profileCanvas, ctx = c.getContext("2d");
+  c.style.display = "block";
+  ctx.clearRect(0, 0, c.width, c.height);
+  const rgb = Array.isArray(v.values[0]);
+  const series = rgb ? [0, 1, 2].map((i) => v.values.map((p) => p[i])) : [v.values];
+  const all = series.flat();
+  const lo = Math.min(...all), hi = Math.max(...all), span = Math.max(1, hi - lo);
+  const colours = rgb ? ["#f66", "#6d6", "#69f"] : ["#fc6"];
+  series.forEach((s, k) => {
+    ctx.strokeStyle = colours[k]; ctx.beginPath();
+    s.forEach((val, i) => {
+      const x = s.length > 1 ? (i / (s.length - 1)) * (c.width - 1) : 0;
+      const y = c.height - 12 - ((val - lo) / span) * (c.height - 16);
+      if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+  });
+  ctx.fillStyle = "#aaa"; ctx.font = "10px monospace";
+  ctx.fillText(`${lo} … ${hi}`, 2, c.height - 2);
+}
+
+function drawMarks() {
+  const r = marks.getBoundingClientRect();
+  if (marks.width !== Math.round(r.width) || marks.height !== Math.round(r.height)) {
+    marks.width = Math.round(r.width); marks.height = Math.round(r.height);
+  }
+  const ctx = marks.getContext("2d");
+  ctx.clearRect(0, 0, marks.width, marks.height);
+  if (!drag) return;
+  const ax = drag.a.cx - r.left, ay = drag.a.cy - r.top, bx = drag.b.cx - r.left, by = drag.b.cy - r.top;
+  ctx.strokeStyle = "#fc6"; ctx.lineWidth = 1.5; ctx.beginPath();
+  if (drag.kind === "line") { ctx.moveTo(ax, ay); ctx.lineTo(bx, by); } else ctx.rect(ax, ay, bx - ax, by - ay);
+  ctx.stroke();
+}
+
+function dragQuery(d) {
+  const { a, b } = d;
+  if (d.kind === "line") return `x0=${a.x}&y0=${a.y}&x1=${b.x}&y1=${b.y}`;
+  const x = Math.min(a.x, b.x), y = Math.min(a.y, b.y);
+  return `rect=${x},${y},${Math.abs(a.x - b.x) + 1},${Math.abs(a.y - b.y) + 1}`;
+}
+
+video.addEventListener("mousedown", (e) => {
+  const kind = e.shiftKey ? "line" : (e.altKey || e.ctrlKey) ? "rect" : null;
+  const p = toDetector(e.clientX, e.clientY);
+  if (!kind || !p) return;
+  e.preventDefault();
+  drag = { kind, active: true, a: { cx: e.clientX, cy: e.clientY, ...p }, b: { cx: e.clientX, cy: e.clientY, ...p } };
+  drawMarks();
+});
+window.addEventListener("mousemove", (e) => {
+  if (drag && drag.active) {
+    const p = toDetector(e.clientX, e.clientY);
+    if (p) { drag.b = { cx: e.clientX, cy: e.clientY, ...p }; drawMarks(); }
+    return;
+  }
+  if (e.target !== video || !wanted) return;
+  const p = toDetector(e.clientX, e.clientY);
+  if (p) askValues(`x=${p.x}&y=${p.y}`, "point");
+});
+window.addEventListener("mouseup", () => {
+  if (!drag || !drag.active) return;
+  drag.active = false;
+  askValues(dragQuery(drag), drag.kind);
+});
+window.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") { drag = null; drawMarks(); profileCanvas.style.display = "none"; }
+});
+window.addEventListener("resize", () => { drag = null; drawMarks(); });
+
 // Expose a tiny hook for automated tests.
-window.lumacast = { start, stop, loadParams, timeline, get pc() { return pc; }, get params() { return params; } };
+window.lumacast = { start, stop, loadParams, timeline, get pc() { return pc; }, get params() { return params; },
+  pointer, toDetector };
 mark("script");
 
 (async () => {

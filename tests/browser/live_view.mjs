@@ -106,6 +106,51 @@ try {
   await page.waitForFunction((w) => document.getElementById("video").videoWidth === w, expectedWidth, { timeout: 10000 })
     .catch(() => fail(`the full width ${expectedWidth} did not come back`));
   console.log(JSON.stringify({ controls: "ok", resized: c2 }));
+  // Raw values where the scientist points: hovering over the video shows the raw value
+  // of the detector pixel under the cursor (mapped through the letterboxing of
+  // object-fit: contain), shift-drag a line profile, alt-drag a rectangle's statistics.
+  await page.waitForFunction(() => window.lumacast.params && window.lumacast.params.max_width === null, null, { timeout: 5000 })
+    .catch(() => fail("the parameters did not come back to full size"));
+  const vbox = await page.locator("#video").boundingBox();
+  const vsize = await page.evaluate(() => [document.getElementById("video").videoWidth, document.getElementById("video").videoHeight]);
+  const vscale = Math.min(vbox.width / vsize[0], vbox.height / vsize[1]);
+  const vleft = vbox.x + (vbox.width - vsize[0] * vscale) / 2, vtop = vbox.y + (vbox.height - vsize[1] * vscale) / 2;
+  const at = (x, y) => [vleft + (x + 0.5) * vscale, vtop + (y + 0.5) * vscale];   // detector pixel → screen
+  const seen = await page.evaluate(() => window.lumacast.pointer.lastAt);
+  const tHover = Date.now();
+  await page.mouse.move(...at(320, 180));
+  await page.waitForFunction((t) => window.lumacast.pointer.lastAt > t && window.lumacast.pointer.last, seen, { timeout: 5000 })
+    .catch(() => fail("no raw value shown within 5 s of hovering over the video"));
+  const hoverMs = Date.now() - tHover;
+  const hover = await page.evaluate(() => ({ last: window.lumacast.pointer.last, text: document.getElementById("readoutText").textContent }));
+  if (typeof hover.last.value !== "number" || !/value \d+/.test(hover.text)) fail(`no numeric readout: ${JSON.stringify(hover)}`);
+  if (Math.abs(hover.last.x - 320) > 1 || Math.abs(hover.last.y - 180) > 1) {
+    fail(`hovering over detector pixel (320, 180) read (${hover.last.x}, ${hover.last.y})`);
+  }
+  await page.keyboard.down("Shift");
+  await page.mouse.move(...at(100, 100));
+  await page.mouse.down();
+  await page.mouse.move(...at(400, 100), { steps: 5 });
+  await page.mouse.up();
+  await page.keyboard.up("Shift");
+  await page.waitForFunction(() => window.lumacast.pointer.profile, null, { timeout: 5000 })
+    .catch(() => fail("no line profile after a shift-drag"));
+  const profile = await page.evaluate(() => window.lumacast.pointer.profile);
+  if (Math.abs(profile.count - 301) > 2 || profile.values.length !== profile.count) fail(`line profile of ${profile.count} samples, expected about 301`);
+  await page.keyboard.down("Alt");
+  await page.mouse.move(...at(200, 200));
+  await page.mouse.down();
+  await page.mouse.move(...at(300, 260), { steps: 5 });
+  await page.mouse.up();
+  await page.keyboard.up("Alt");
+  await page.waitForFunction(() => window.lumacast.pointer.rect, null, { timeout: 5000 })
+    .catch(() => fail("no rectangle statistics after an alt-drag"));
+  const rect = await page.evaluate(() => window.lumacast.pointer.rect);
+  if (Math.abs(rect.rect.width - 101) > 2 || Math.abs(rect.rect.height - 61) > 2 || !(rect.min <= rect.mean && rect.mean <= rect.max)) {
+    fail(`implausible rectangle statistics: ${JSON.stringify(rect)}`);
+  }
+  console.log(JSON.stringify({ values: "ok", hoverMs, point: hover.last, profile_count: profile.count,
+    rect: { ...rect.rect, min: rect.min, max: rect.max, mean: rect.mean } }));
   if (process.argv.includes("--restart")) {
     await page.evaluate(() => { window.__pcBeforeRestart = window.lumacast.pc; });
     console.log("RESTART_NOW");
