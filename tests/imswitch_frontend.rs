@@ -522,19 +522,43 @@ async fn get_detector_names_is_the_detector_list_under_both_bases() {
 }
 
 /// `MJPEGViewer`'s `<img src=".../mjpeg_stream?startStream=true&detectorName=..">`:
-/// MJPEG is not served yet; a clear 501 in JSON instead of a 404.
+/// a `multipart/x-mixed-replace` stream of JPEGs under both bases (tests/mjpeg.rs
+/// decodes them); the stopped detector is started, as ImSwitch does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mjpeg_stream_is_a_clear_501_for_now() {
+async fn mjpeg_stream_is_multipart_jpeg_under_both_bases() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(&[DET]).await;
     for p in [
         at("/LiveViewController/mjpeg_stream?startStream=true&detectorName=det"),
         "/LiveViewController/mjpeg_stream?startStream=true&detectorName=det".to_string(),
     ] {
-        let (st, e) = server.get(&p).await;
-        assert_eq!((st, e["status"].as_str()), (501, Some("error")), "{p}: {e}");
-        assert!(e["message"].as_str().unwrap().contains("MJPEG"), "{e}");
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req = format!("GET {p} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&buf).contains("Content-Type: image/jpeg") {
+            assert!(Instant::now() < deadline, "{p}: no JPEG part in 10 s");
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                n > 0,
+                "{p}: closed early: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{p}: {head}");
+        assert!(
+            head.contains("content-type: multipart/x-mixed-replace; boundary="),
+            "{p}: {head}"
+        );
     }
-    assert!(!running(&server, "det").await, "nothing started");
+    assert!(running(&server, "det").await, "the detector was started");
     server.stop().await;
 }
 

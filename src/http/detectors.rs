@@ -65,7 +65,11 @@ pub async fn stats(
     let mut out = Vec::new();
     for name in state.detectors.names() {
         let Some(r) = state.detectors.running(&name) else {
-            out.push(json!({"detector": name, "running": false}));
+            out.push(json!({
+                "detector": name,
+                "running": false,
+                "mjpeg": super::mjpeg::stats_json(&state, &name),
+            }));
             continue;
         };
         let s = &r.stats;
@@ -123,6 +127,7 @@ pub async fn stats(
             "encode": summary.encode,
             "renditions": renditions_json(&r),
             "viewers": viewers,
+            "mjpeg": super::mjpeg::stats_json(&state, &name),
         }));
     }
     Ok(Json(json!({

@@ -85,15 +85,6 @@ pub async fn long_exposure_info(
     })))
 }
 
-/// ImSwitch's `mjpeg_stream`: not available yet (a 501 naming the alternatives).
-pub async fn mjpeg_stream() -> ApiError {
-    ApiError::NotImplemented(
-        "MJPEG is not available yet in lumacast: use the webrtc protocol \
-         (LiveViewController/webrtc_offer or WHEP at /whep/{detector})"
-            .into(),
-    )
-}
-
 /// ImSwitch's `SettingsController/getDetectorNames`: the configured detectors, a bare
 /// JSON array in configuration order.
 pub async fn detector_names(State(state): State<AppState>) -> Json<Vec<String>> {

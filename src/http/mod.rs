@@ -4,6 +4,7 @@ mod access;
 mod detectors;
 mod error;
 mod liveview;
+mod mjpeg;
 mod page;
 mod sessions;
 mod stream;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
             get(stream::get_params).patch(stream::patch_params),
         )
         .route("/api/detectors/{name}/snapshot", get(stream::snapshot))
+        .route("/api/detectors/{name}/mjpeg", get(mjpeg::stream))
         .route("/api/detectors/{name}/values", get(values::values))
         .route(
             "/api/detectors/{name}/histogram",
@@ -131,10 +133,7 @@ fn imswitch_routes() -> Router<AppState> {
             "/LiveViewController/getLongExposureInfo",
             get(liveview::long_exposure_info),
         )
-        .route(
-            "/LiveViewController/mjpeg_stream",
-            get(liveview::mjpeg_stream),
-        )
+        .route("/LiveViewController/mjpeg_stream", get(mjpeg::mjpeg_stream))
         .route(
             "/SettingsController/getDetectorNames",
             get(liveview::detector_names),
