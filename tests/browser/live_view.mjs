@@ -151,6 +151,46 @@ try {
   }
   console.log(JSON.stringify({ values: "ok", hoverMs, point: hover.last, profile_count: profile.count,
     rect: { ...rect.rect, min: rect.min, max: rect.max, mean: rect.mean } }));
+  // With a ROI and binning the picture is a 2x-binned crop: the readout still names
+  // detector pixels of the full frame.
+  const patchParams = (body) => page.evaluate(async (body) => {
+    const t = new URLSearchParams(location.search).get("token");
+    const res = await fetch(`/api/detectors/${encodeURIComponent(document.getElementById("detector").value)}/params`, {
+      method: "PATCH", body: JSON.stringify(body),
+      headers: Object.assign({ "Content-Type": "application/json" }, t ? { Authorization: `Bearer ${t}` } : {}),
+    });
+    await window.lumacast.loadParams();
+    return res.status;
+  }, body);
+  if (await patchParams({ roi: { x: 256, y: 128, width: 640, height: 360 }, binning: 2 }) !== 200) fail("could not set a ROI");
+  await page.waitForFunction(() => document.getElementById("video").videoWidth === 320, null, { timeout: 10000 })
+    .catch(() => fail("the binned ROI did not reach the video within 10 s"));
+  await page.evaluate(() => window.lumacast.loadParams());
+  const cropped = await page.evaluate(() => {
+    const v = document.getElementById("video"), r = v.getBoundingClientRect();
+    const s = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
+    // detector pixel (500, 300) is picture pixel ((500 - 256) / 2, (300 - 128) / 2)
+    const p = window.lumacast.toDetector(r.left + (r.width - v.videoWidth * s) / 2 + 122.5 * s,
+      r.top + (r.height - v.videoHeight * s) / 2 + 86.5 * s);
+    return { p };
+  });
+  if (!cropped.p || Math.abs(cropped.p.x - 500) > 1 || Math.abs(cropped.p.y - 300) > 1) {
+    fail(`with a ROI and binning 2, picture pixel (122, 86) mapped to ${JSON.stringify(cropped.p)}, expected (500, 300)`);
+  }
+  const seen2 = await page.evaluate(() => window.lumacast.pointer.lastAt);
+  const vb2 = await page.locator("#video").boundingBox();
+  const s2 = Math.min(vb2.width / 320, vb2.height / 180);
+  await page.mouse.move(vb2.x + (vb2.width - 320 * s2) / 2 + 122.5 * s2, vb2.y + (vb2.height - 180 * s2) / 2 + 86.5 * s2);
+  await page.waitForFunction((t) => window.lumacast.pointer.lastAt > t, seen2, { timeout: 5000 })
+    .catch(() => fail("no raw value shown over the binned ROI"));
+  const roiPoint = await page.evaluate(() => window.lumacast.pointer.last);
+  if (Math.abs(roiPoint.x - 500) > 1 || Math.abs(roiPoint.y - 300) > 1 || typeof roiPoint.value !== "number") {
+    fail(`hover over the binned ROI read ${JSON.stringify(roiPoint)}, expected detector pixel (500, 300)`);
+  }
+  if (await patchParams({ roi: null, binning: 1 }) !== 200) fail("could not clear the ROI");
+  await page.waitForFunction((w) => document.getElementById("video").videoWidth === w, expectedWidth, { timeout: 10000 })
+    .catch(() => fail(`the full width ${expectedWidth} did not come back after the ROI`));
+  console.log(JSON.stringify({ roi_values: "ok", point: { x: roiPoint.x, y: roiPoint.y, value: roiPoint.value } }));
   if (process.argv.includes("--restart")) {
     await page.evaluate(() => { window.__pcBeforeRestart = window.lumacast.pc; });
     console.log("RESTART_NOW");
