@@ -527,6 +527,7 @@ const marks = $("marks");
 const HOVER_MS = 100;
 const pointer = { last: null, profile: null, rect: null, lastAt: 0, requests: 0 };
 let valuesBusy = false, valuesNext = null, valuesTimer = null, lastValuesSent = 0;
+let placementAskedAt = 0;
 let drag = null;   // {kind: "line" | "rect", a: {cx, cy, x, y}, b: {...}}
 
 // Screen point → detector pixel {x, y}, or null off the picture.
@@ -651,6 +652,8 @@ window.addEventListener("mousemove", (e) => {
     return;
   }
   if (e.target !== video || !wanted) return;
+  // No placement yet (e.g. a push detector of unknown size before its first frame).
+  if (!placement && performance.now() - placementAskedAt > 1000) { placementAskedAt = performance.now(); loadParams(); }
   const p = toDetector(e.clientX, e.clientY);
   if (p) askValues(`x=${p.x}&y=${p.y}`, "point");
 });

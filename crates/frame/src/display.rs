@@ -1772,6 +1772,41 @@ mod tests {
         assert!(out.y.iter().all(|&y| y == want));
     }
 
+    /// The placement names the ROI origin and the one box factor (binning times the
+    /// fit factor) that the mapping uses, and the output size.
+    #[test]
+    fn placement_maps_output_pixels_back_to_source_pixels() {
+        let g = Geometry {
+            roi: Some(Roi {
+                x: 100,
+                y: 40,
+                width: 800,
+                height: 400,
+            }),
+            binning: 2,
+            max_width: Some(200),
+            max_height: None,
+        };
+        let p = g.placement(1280, 720).unwrap();
+        assert_eq!(
+            (p.x0, p.y0, p.factor, p.width, p.height),
+            (100, 40, 4, 200, 100)
+        );
+        assert_eq!(Ok((p.width, p.height)), g.output_size(1280, 720));
+        // Output pixel (ox, 0) shows the block of source columns x0 + ox * factor ..,
+        // here the values of those columns (the frame's value is its column).
+        let frame = mono16(1280, 720, M12, |x, _| x as u16);
+        let out = map(DisplaySettings::default(), g, &frame);
+        let window = DisplayWindow::full(M12);
+        for ox in [0, 10, 199] {
+            let src = p.x0 + ox * p.factor;
+            let (lo, hi) = (window.map(src), window.map(src + p.factor - 1));
+            let y = out.y[ox as usize];
+            assert!(lo <= y && y <= hi, "ox {ox}: {y} not in {lo}..={hi}");
+        }
+        assert!(Geometry::default().placement(8, 8).is_err());
+    }
+
     /// Frames of values spread evenly over `lo..=hi`, captured `dt_ms` apart.
     struct Feed {
         t0: Instant,
