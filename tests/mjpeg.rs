@@ -173,6 +173,27 @@ async fn mjpeg_serves_changing_jpegs_of_the_displayed_picture() {
     assert_eq!(stats["producing"], true, "{stats}");
     assert!(stats["pictures_encoded"].as_u64().unwrap() >= 6, "{stats}");
 
+    // The colour map shows too (then the JPEG is colour, else grey).
+    let grey = decode(&s.next(Duration::from_secs(5)).await.unwrap());
+    assert!(grey.pixels().all(|p| p.0[0].abs_diff(p.0[2]) <= 8), "grey");
+    let (st, p) = server
+        .patch("/api/detectors/det/params", r#"{"colormap": "viridis"}"#)
+        .await;
+    assert_eq!(st, 200, "{p}");
+    let t0 = Instant::now();
+    loop {
+        let img = decode(&s.next(Duration::from_secs(5)).await.unwrap());
+        if img
+            .pixels()
+            .filter(|p| p.0[0].abs_diff(p.0[2]) > 40)
+            .count()
+            > 1000
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "viridis shows");
+    }
+
     // max_fps caps the rate (the detector delivers 30 fps).
     let (st, p) = server
         .patch("/api/detectors/det/params", r#"{"max_fps": 4}"#)

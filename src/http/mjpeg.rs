@@ -70,6 +70,8 @@ struct Hub {
     clients_total: AtomicU64,
     clients_refused: AtomicU64,
     bytes_encoded: AtomicU64,
+    /// Time the last picture took to map and encode, µs.
+    last_encode_us: AtomicU64,
 }
 
 type Hubs = Vec<(Weak<App>, String, Arc<Hub>)>;
@@ -106,6 +108,7 @@ fn hub(state: &AppState, name: &str) -> Arc<Hub> {
         clients_total: AtomicU64::new(0),
         clients_refused: AtomicU64::new(0),
         bytes_encoded: AtomicU64::new(0),
+        last_encode_us: AtomicU64::new(0),
     });
     hubs.push((Arc::downgrade(state), name.to_string(), h.clone()));
     h
@@ -117,7 +120,7 @@ pub(crate) fn stats_json(state: &AppState, name: &str) -> Value {
         return json!({
             "clients": 0, "producing": false, "pictures_encoded": 0, "bytes_encoded": 0,
             "producers_started": 0, "clients_total": 0, "clients_refused": 0,
-            "max_clients": MAX_CLIENTS_PER_DETECTOR,
+            "last_encode_ms": Value::Null, "max_clients": MAX_CLIENTS_PER_DETECTOR,
         });
     };
     json!({
@@ -128,6 +131,10 @@ pub(crate) fn stats_json(state: &AppState, name: &str) -> Value {
         "producers_started": h.producers_started.load(Ordering::Relaxed),
         "clients_total": h.clients_total.load(Ordering::Relaxed),
         "clients_refused": h.clients_refused.load(Ordering::Relaxed),
+        "last_encode_ms": match h.last_encode_us.load(Ordering::Relaxed) {
+            0 => Value::Null,
+            us => json!(us as f64 / 1000.0),
+        },
         "max_clients": MAX_CLIENTS_PER_DETECTOR,
     })
 }
@@ -230,10 +237,10 @@ fn run(state: &App, hub: &Hub) {
         };
         let params = cell.get();
         let started = Instant::now();
-        let rgb = display_rgb(&frame, window, &params, &mut mapper, &mut i420);
-        match rgb
+        let shown = display_picture(&frame, window, &params, &mut mapper, &mut i420);
+        match shown
             .map_err(|e| e.to_string())
-            .and_then(|(w, h, rgb)| jpeg(w, h, &rgb, JPEG_QUALITY).map_err(|e| e.to_string()))
+            .and_then(|p| jpeg(&p, JPEG_QUALITY))
         {
             Ok(jpeg) => {
                 let part = part(&jpeg, frame.seq);
@@ -241,6 +248,10 @@ fn run(state: &App, hub: &Hub) {
                 hub.bytes_encoded
                     .fetch_add(jpeg.len() as u64, Ordering::Relaxed);
                 hub.tx.send_replace(Some(part));
+                hub.last_encode_us.store(
+                    started.elapsed().as_micros().max(1) as u64,
+                    Ordering::Relaxed,
+                );
                 logged_error = false;
             }
             Err(e) => {
@@ -254,16 +265,25 @@ fn run(state: &App, hub: &Hub) {
     }
 }
 
-/// The picture viewers see, as packed RGB: `frame` mapped with `params`, the auto window
-/// replaced by `window` (the one the encoder applied to this frame), as the `display`
-/// snapshot does. Returns (width, height, RGB).
-pub(crate) fn display_rgb(
+/// A displayed picture, ready for an image encoder.
+pub(crate) struct Shown {
+    pub width: u32,
+    pub height: u32,
+    /// `L8` when the picture is grey (a mono source under a grey colour map: the luma
+    /// plane as it is, a third of the work), else `Rgb8`.
+    pub kind: image::ExtendedColorType,
+    pub data: Vec<u8>,
+}
+
+/// The picture viewers see: `frame` mapped with `params`, the auto window replaced by
+/// `window` (the one the encoder applied to this frame), as the `display` snapshot does.
+pub(crate) fn display_picture(
     frame: &Frame,
     window: Option<(u32, u32)>,
     params: &StreamParams,
     mapper: &mut DisplayMapper,
     out: &mut I420Frame,
-) -> Result<(u32, u32, Vec<u8>), FrameError> {
+) -> Result<Shown, FrameError> {
     let mut s = params.display;
     if let (WindowMode::Auto { .. }, Some((min, max))) = (s.window, window) {
         s.window = WindowMode::Manual { min, max };
@@ -273,30 +293,43 @@ pub(crate) fn display_rgb(
         mapper.set_geometry(params.geometry);
     }
     mapper.map(frame, out)?;
-    // RGB sources are encoded in limited range, mono ones in full range.
-    let rgb = if frame.format == PixelFormat::Rgb8 {
-        out.to_rgb8_limited()
+    let (width, height) = (out.width, out.height);
+    // Mono pictures are full range: neutral chroma means R = G = B = Y.
+    let grey =
+        frame.format != PixelFormat::Rgb8 && out.u.iter().chain(out.v.iter()).all(|&c| c == 128);
+    let (kind, data) = if grey {
+        (image::ExtendedColorType::L8, out.y.clone())
+    } else if frame.format == PixelFormat::Rgb8 {
+        // RGB sources are encoded in limited range, mono ones in full range.
+        (image::ExtendedColorType::Rgb8, out.to_rgb8_limited())
     } else {
-        out.to_rgb8()
+        (image::ExtendedColorType::Rgb8, out.to_rgb8())
     };
-    Ok((out.width, out.height, rgb))
-}
-
-/// Packed RGB as a baseline JPEG.
-pub(crate) fn jpeg(
-    width: u32,
-    height: u32,
-    rgb: &[u8],
-    quality: u8,
-) -> Result<Vec<u8>, image::ImageError> {
-    use image::ImageEncoder;
-    let mut out = Vec::with_capacity(rgb.len() / 8);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).write_image(
-        rgb,
+    Ok(Shown {
         width,
         height,
-        image::ExtendedColorType::Rgb8,
-    )?;
+        kind,
+        data,
+    })
+}
+
+/// A picture as a baseline JPEG (chroma subsampled 4:2:0, as the H.264 stream is).
+pub(crate) fn jpeg(p: &Shown, quality: u8) -> Result<Vec<u8>, String> {
+    let (Ok(w), Ok(h)) = (u16::try_from(p.width), u16::try_from(p.height)) else {
+        return Err(format!(
+            "{}x{} is over JPEG's 65535x65535",
+            p.width, p.height
+        ));
+    };
+    let color = match p.kind {
+        image::ExtendedColorType::L8 => jpeg_encoder::ColorType::Luma,
+        _ => jpeg_encoder::ColorType::Rgb,
+    };
+    let mut out = Vec::with_capacity(p.data.len() / 8);
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    enc.encode(&p.data, w, h, color)
+        .map_err(|e| format!("JPEG encoding: {e}"))?;
     Ok(out)
 }
 
