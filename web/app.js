@@ -130,7 +130,15 @@ async function connect(ready) {
   try {
     const conn = new RTCPeerConnection();
     pc = conn;
-    conn.addTransceiver("video", { direction: "recvonly" });
+    const transceiver = conn.addTransceiver("video", { direction: "recvonly" });
+    // Chromium offers abs-capture-time only when asked: the server then stamps each
+    // frame with its capture time, and getSynchronizationSources() reports it.
+    try {
+      if (transceiver.setHeaderExtensionsToNegotiate) {
+        transceiver.setHeaderExtensionsToNegotiate(transceiver.getHeaderExtensionsToNegotiate().map((e) =>
+          (e.uri.endsWith("/abs-capture-time") ? { ...e, direction: "sendrecv" } : e)));
+      }
+    } catch (_) { /* an older browser: the metadata channel still gives capture times */ }
     openMetadataChannel(conn, mySession);
     conn.ontrack = (ev) => {
       // Live view: ask the receiver not to buffer for smoothness (standard
@@ -241,6 +249,17 @@ async function updateOverlay() {
       serverLink = me ? me.link : null;
     }).catch(() => { serverLink = null; });
   }
+  // The newest frame's capture time from the abs-capture-time extension (NTP ms), and
+  // when Chromium played it out: a capture → playout age on the server's clock.
+  let absCapture = null;
+  try {
+    const src = pc.getReceivers()[0].getSynchronizationSources()[0];
+    if (src && src.captureTimestamp) {
+      const capturedMs = src.captureTimestamp - 2208988800000 + (meta.offset === null ? 0 : -meta.offset);
+      absCapture = { captured_ms: capturedMs, playout_age_ms: src.timestamp - capturedMs };
+      window.lumacast.absCapture = absCapture;
+    }
+  } catch (_) { /* not supported */ }
   const l = serverLink;
   const w = video.videoWidth, h = video.videoHeight;
   overlay.textContent = [
@@ -260,6 +279,7 @@ async function updateOverlay() {
       return `${n} ${v === null ? "—" : v.toFixed(1)} ms`;
     }).join(" · ") + " per frame" : "—"}`,
     `missed     ${meta.frames ? `${meta.missed} of ${meta.frames + meta.missed} frames the detector made (metadata)` : "— (no metadata channel)"}`,
+    `capture    ${absCapture ? `abs-capture-time: ${absCapture.playout_age_ms.toFixed(1)} ms capture → playout (newest frame)` : "— (no abs-capture-time from the browser)"}`,
     `clock      ${meta.offset === null ? "—" : `server ${meta.offset >= 0 ? "+" : ""}${meta.offset.toFixed(1)} ms (best ping ${meta.rtt.toFixed(1)} ms)`}`,
   ].join("\n");
 }

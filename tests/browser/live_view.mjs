@@ -70,7 +70,14 @@ try {
   if (!(breakdown.jitter_buffer_ms < 15)) {
     fail(`Chromium's jitter buffer still holds ${breakdown.jitter_buffer_ms} ms per frame with playout delay 0`);
   }
-  console.log(JSON.stringify({ latency: b.latency, breakdown }));
+  // The page asked Chromium to negotiate abs-capture-time: the server stamps each frame's
+  // capture time and Chromium reports it for the newest frame (age at playout plausible).
+  await page.waitForTimeout(1200);
+  const absCapture = await page.evaluate(() => window.lumacast.absCapture || null);
+  if (!absCapture || !(absCapture.playout_age_ms > 0 && absCapture.playout_age_ms < 1000)) {
+    fail(`no plausible capture time from the abs-capture-time extension: ${JSON.stringify(absCapture)}`);
+  }
+  console.log(JSON.stringify({ latency: b.latency, breakdown, absCapture }));
   // The controls, as a user drives them: a smaller picture, a colour map, the histogram.
   // The stream changes size in place: same connection, the browser follows.
   const pcBefore = await page.evaluateHandle(() => window.lumacast.pc);
