@@ -35,6 +35,9 @@ pub struct App {
     pub auth: http::AuthConfig,
     /// Origins allowed by CORS (`*` = any).
     pub cors_origins: Vec<String>,
+    /// Turns true when the server starts its graceful shutdown: responses that never end
+    /// by themselves (MJPEG) end on it, so the shutdown does not wait for their readers.
+    pub shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 pub type AppState = Arc<App>;
@@ -64,6 +67,7 @@ impl App {
                 jwt_secret: config.jwt_secret.clone().filter(|t| !t.is_empty()),
             },
             cors_origins: config.cors_origins.clone(),
+            shutting_down: tokio::sync::watch::Sender::new(false),
         }))
     }
 }
@@ -120,7 +124,7 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(announced(&state, shutdown))
     .await?;
     finish(state, housekeeping).await
 }
@@ -143,9 +147,21 @@ pub async fn serve_tls(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(announced(&state, shutdown))
     .await?;
     finish(state, housekeeping).await
+}
+
+/// `shutdown`, and once it resolves [`App::shutting_down`] turns true.
+fn announced(
+    state: &AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let state = state.clone();
+    async move {
+        shutdown.await;
+        state.shutting_down.send_replace(true);
+    }
 }
 
 /// The router, and the housekeeping task that returns freed memory to the OS every

@@ -26,7 +26,7 @@ use lumacast_frame::{DisplayMapper, Frame, FrameError, I420Frame, PixelFormat, W
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -373,7 +373,7 @@ async fn open(state: AppState, name: String) -> Result<Response, ApiError> {
     rx.mark_changed();
     let reader = Reader {
         rx,
-        stop: stopping(),
+        stop: state.shutting_down.subscribe(),
         _client: client,
         running: Arc::downgrade(&running),
         state,
@@ -402,40 +402,6 @@ async fn open(state: AppState, name: String) -> Result<Response, ApiError> {
         axum::body::Body::from_stream(body),
     )
         .into_response())
-}
-
-/// Turns true when the process gets SIGINT or SIGTERM: the signals on which the
-/// binary's graceful shutdown starts. That shutdown waits for every response to end, and
-/// an MJPEG response never ends by itself, so readers end their streams on them.
-/// (`lumacast::run`'s shutdown future is not visible to handlers.)
-fn stopping() -> watch::Receiver<bool> {
-    static STOP: OnceLock<watch::Receiver<bool>> = OnceLock::new();
-    STOP.get_or_init(|| {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            let ctrl_c = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            #[cfg(unix)]
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let term = std::future::pending::<()>();
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term => {},
-            }
-            let _ = tx.send(true);
-        });
-        rx
-    })
-    .clone()
 }
 
 /// Resolves when [`stopping`] turns true; never if its watcher is gone.
