@@ -329,10 +329,23 @@ impl Detectors {
         }
     }
 
-    /// Stops everything (server shutdown). Blocking.
-    pub fn stop_all(&self) {
+    /// Stops everything (server shutdown). Blocking: it also waits, at most `linger`, for
+    /// the closed viewers' tasks to have closed their peer connections, so that each viewer
+    /// is told (DTLS close_notify) before the process exits.
+    pub fn stop_all(&self, linger: std::time::Duration) {
+        let registries: Vec<ViewerRegistry> = {
+            let slots = self.lock();
+            slots
+                .values()
+                .filter_map(|s| s.running.as_ref().map(|r| r.viewers.clone()))
+                .collect()
+        };
         for name in self.names() {
             let _ = self.stop(&name);
+        }
+        let until = std::time::Instant::now() + linger;
+        while registries.iter().any(|r| r.len() > 0) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 

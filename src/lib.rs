@@ -184,6 +184,12 @@ fn start(state: &AppState) -> (axum::Router, tokio::task::JoinHandle<()>) {
 /// After the server stopped: housekeeping ends, detectors stop.
 async fn finish(state: AppState, housekeeping: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
     housekeeping.abort();
-    tokio::task::spawn_blocking(move || state.detectors.stop_all()).await?;
+    // A viewer's task closes its peer connection when closed; half a second for them.
+    tokio::task::spawn_blocking(move || {
+        state
+            .detectors
+            .stop_all(std::time::Duration::from_millis(500))
+    })
+    .await?;
     Ok(())
 }
