@@ -344,7 +344,7 @@ impl Detectors {
             let _ = self.stop(&name);
         }
         let until = std::time::Instant::now() + linger;
-        while registries.iter().any(|r| r.len() > 0) && std::time::Instant::now() < until {
+        while registries.iter().any(|r| !r.is_empty()) && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
