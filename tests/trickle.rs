@@ -1,5 +1,5 @@
 //! Trickle ICE, proven: the viewer's offer goes without candidates, its real candidates
-//! follow (JSON API `webrtc_ice_candidate`, WHEP `PATCH`), and it connects and decodes.
+//! follow (JSON API `webrtc_ice_candidate`, by GET and POST; WHEP `PATCH`), and it connects and decodes.
 //!
 //! So that only the trickled candidates can make the connection, the viewer is also given
 //! the answer *without* the server's candidates: it cannot send a connectivity check of
@@ -87,9 +87,25 @@ async fn candidates_trickled_through_the_json_api_connect_the_viewer() {
     let id = a["viewer_id"].as_u64().expect("viewer_id");
     let (answer, _) = split_candidates(a["sdp"].as_str().unwrap());
     client.accept_answer(answer).await.expect("answer");
-    for c in &cands {
-        let body = json!({"viewer_id": id, "candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}});
-        let (st, r) = server.post(path, &body.to_string()).await;
+    // The first by GET with query parameters (ImSwitch's other form), the rest by POST.
+    for (i, c) in cands.iter().enumerate() {
+        let (st, r) = if i == 0 {
+            let q: String = c
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            server
+                .get(&format!("{path}?viewer_id={id}&candidate={q}"))
+                .await
+        } else {
+            let body = json!({"viewer_id": id, "candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}});
+            server.post(path, &body.to_string()).await
+        };
         assert_eq!((st, r["added"].as_u64()), (200, Some(1)), "{c}: {r}");
     }
     let (st, _) = server
