@@ -591,3 +591,59 @@ async fn the_python_example_client_pushes_frames_to_the_real_endpoint() {
     assert_eq!(p["source"]["pixel_format"], "mono16", "{p}");
     server.stop().await;
 }
+
+/// README: a viewer's offer may carry `params` (applied as the stream's parameters before
+/// it is answered), and parameters survive a stop and restart of the detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_in_the_offer_apply_and_survive_a_detector_restart() {
+    let server = TestServer::start(&[DET]).await;
+    let client = lumacast_rtc::ViewerClient::new(&["42e01f"]).await.unwrap();
+    let body = serde_json::json!({
+        "sdp": client.offer_sdp(), "type": "offer", "detectorName": "det",
+        "params": {"max_width": 320, "colormap": "viridis"},
+    });
+    let (st, a) = server
+        .post("/LiveViewController/webrtc_offer", &body.to_string())
+        .await;
+    assert_eq!(st, 200, "{a}");
+    client
+        .accept_answer(a["sdp"].as_str().unwrap().to_string())
+        .await
+        .unwrap();
+    let mut viewer = Viewer {
+        client,
+        decoder: lumacast_encode::Decoder::new().unwrap(),
+        posted_at: std::time::Instant::now(),
+        connected_at: None,
+        answer: a,
+    };
+    let seen = viewer.decode_frames(3, Duration::from_secs(10)).await;
+    assert!(!seen.is_empty(), "the viewer decodes");
+    assert_eq!(
+        seen.last().unwrap().width,
+        320,
+        "max_width from the offer's params"
+    );
+    viewer.client.close().await;
+    // Stop and start the detector: the parameters are still in force.
+    let (st, v) = server
+        .post("/LiveViewController/stopLiveView?detectorName=det", "")
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = server
+        .post(
+            "/LiveViewController/startLiveView?detectorName=det&protocol=webrtc",
+            "null",
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, p) = server.get("/api/detectors/det/params").await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["params"]["max_width"], 320, "{p}");
+    assert_eq!(p["params"]["colormap"], "viridis", "{p}");
+    let mut again = Viewer::join(&server, Some("det"), &["42e01f"]).await;
+    let seen = again.decode_frames(3, Duration::from_secs(10)).await;
+    assert_eq!(seen.last().map(|f| f.width), Some(320), "after the restart");
+    again.client.close().await;
+    server.stop().await;
+}
