@@ -181,3 +181,100 @@ async fn cors_answers_only_the_configured_origins() {
     assert!(h.contains("access-control-allow-origin: *"), "{h}");
     server.stop().await;
 }
+
+/// Every route of the README's API table (and each LiveViewController route again under
+/// `/imswitch/api`), by every method it lists, answers 401 without a token: the table
+/// is read from the README, so a route added there is checked here. Open by design:
+/// `/health`, the page `/`, and CORS preflights (`OPTIONS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_the_readme_lists_needs_a_token() {
+    const METHODS: [&str; 5] = ["GET", "POST", "PATCH", "DELETE", "OPTIONS"];
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("## HTTP API")
+        .nth(1)
+        .and_then(|s| s.split("\n\n```").next())
+        .expect("the README's API table");
+    let mut routes: Vec<(String, String)> = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row
+            .split(" | ")
+            .next()
+            .unwrap()
+            .trim_start_matches("| ")
+            .replace('`', "");
+        let words: Vec<&str> = cell.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        for pair in words.windows(2) {
+            let methods: Vec<&str> = pair[0].split('/').collect();
+            if !methods.iter().all(|m| METHODS.contains(m)) || !pair[1].starts_with('/') {
+                continue;
+            }
+            let path = pair[1]
+                .split('?')
+                .next()
+                .unwrap()
+                .replace("{name}", "synthetic")
+                .replace("{detector}", "synthetic")
+                .replace("{id}", "1");
+            for m in methods {
+                routes.push((m.to_string(), path.clone()));
+                if path.starts_with("/LiveViewController/") {
+                    routes.push((m.to_string(), format!("/imswitch/api{path}")));
+                }
+            }
+        }
+    }
+    assert!(
+        routes.len() >= 30,
+        "read too few routes from the README: {routes:?}"
+    );
+    // The row on ImSwitch's frontend names its extra calls in prose.
+    for (m, p) in [
+        ("GET", "/LiveViewController/getLiveViewActive"),
+        ("GET", "/ViewController/getLiveViewActive"),
+        ("POST", "/LiveViewController/setDetectorStreamParameters"),
+        ("GET", "/LiveViewController/getLongExposureInfo"),
+        ("GET", "/SettingsController/getDetectorNames"),
+    ] {
+        routes.push((m.to_string(), p.to_string()));
+        routes.push((m.to_string(), format!("/imswitch/api{p}")));
+    }
+    let server = TestServer::start_with("127.0.0.1:0", &[], |c| {
+        c.auth_token = Some("s3cret".into());
+    })
+    .await;
+    let mut checked = 0;
+    for (method, path) in &routes {
+        if path == "/health" || path == "/" || method == "OPTIONS" {
+            continue;
+        }
+        let (st, h, body) = http_with(
+            server.addr,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            Some(b"{}"),
+        )
+        .await;
+        assert_eq!(
+            st,
+            401,
+            "{method} {path} without a token: {h}\n{}",
+            String::from_utf8_lossy(&body)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 30, "{checked} routes checked");
+    // And with the token, the same request is let through (whatever the route says then).
+    let (st, _, _) = http_with(
+        server.addr,
+        "GET",
+        "/api/detectors",
+        &[("Authorization", "Bearer s3cret")],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    server.stop().await;
+}
