@@ -326,6 +326,21 @@ impl Viewer {
                             decoded.as_ref().map(|d| d.is_some())
                         );
                     }
+                    // Not silent: shown with a failing test's output (the assertions on
+                    // frames decoded are what fail).
+                    if f.lost_before > 0 {
+                        eprintln!(
+                            "test viewer: {} packets lost before the frame at RTP {}",
+                            f.lost_before, f.rtp_timestamp
+                        );
+                    }
+                    if let Err(e) = &decoded {
+                        eprintln!(
+                            "test viewer: decode error on a {}-byte access unit at RTP {}: {e}",
+                            f.access_unit.len(),
+                            f.rtp_timestamp
+                        );
+                    }
                     if let Ok(Some(pic)) = decoded {
                         let (w, h) = (pic.width as usize, pic.height as usize);
                         let top = 64.min(h / 2);
