@@ -66,6 +66,21 @@ pub struct Config {
     #[arg(long, env = "LUMACAST_UDP_PORT")]
     pub udp_port: Option<u16>,
 
+    /// ICE over TCP (RFC 6544): `on` (the default) also offers each viewer a passive TCP
+    /// host candidate, so a browser on a network that drops UDP still plays; `off` for
+    /// UDP only. Each viewer's TCP listener takes its own ephemeral port on the ICE
+    /// addresses (webrtc-rs binds one per peer connection; it does not go through
+    /// `--udp-port`).
+    #[arg(
+        long,
+        env = "LUMACAST_ICE_TCP",
+        default_value = "on",
+        value_name = "on|off",
+        action = clap::ArgAction::Set,
+        value_parser = parse_on_off
+    )]
+    pub ice_tcp: bool,
+
     /// STUN/TURN server URLs (none by default: nothing outside is contacted).
     #[arg(
         long = "ice-server",
@@ -196,8 +211,18 @@ impl Config {
             max_viewers: self.max_viewers,
             gather_timeout: Duration::from_millis(self.ice_gather_timeout_ms.clamp(10, 10_000)),
             playout_delay: self.playout_delay.0,
+            ice_tcp: self.ice_tcp,
             ..Default::default()
         }
+    }
+}
+
+/// `on` or `off` (also `true`/`false`, `1`/`0`, `yes`/`no`).
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(format!("expected on or off, not {other:?}")),
     }
 }
 

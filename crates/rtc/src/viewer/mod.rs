@@ -61,6 +61,11 @@ pub struct RtcConfig {
     pub playout_delay: Option<PlayoutDelay>,
     /// Single-port mode: every viewer's media through this one socket.
     pub mux: Option<crate::UdpMux>,
+    /// ICE over TCP (RFC 6544): each viewer also gets a passive TCP host candidate, on
+    /// its own listener on an ephemeral port on the IPs of `udp_addrs`, for viewers on
+    /// networks that drop UDP. webrtc-rs 0.21 binds one listener per peer connection
+    /// (no shared port), so this does not go through the single-port socket.
+    pub ice_tcp: bool,
 }
 
 impl Default for RtcConfig {
@@ -80,6 +85,7 @@ impl Default for RtcConfig {
                 max_ms: 0,
             }),
             mux: None,
+            ice_tcp: true,
         }
     }
 }

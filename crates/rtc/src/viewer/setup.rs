@@ -272,6 +272,7 @@ pub(super) async fn setup_peer(
         .with_data_channel_send_buffer_limit(crate::meta::SEND_BUFFER_LIMIT)
         .with_runtime(crate::runtime::media_runtime(cfg.mux.clone()))
         .with_udp_addrs(cfg.udp_addrs.clone())
+        .with_tcp_addrs(tcp_addrs(cfg))
         .build()
         .await
         .map_err(|e| RtcError::webrtc("creating the peer connection", e))?;
@@ -362,6 +363,25 @@ pub(super) async fn setup_peer(
     }
 }
 
+/// Where a viewer's passive ICE-TCP listener binds: the IPs of the UDP host candidates,
+/// each on an ephemeral port (a fixed UDP port would collide between viewers over TCP,
+/// since webrtc-rs binds one listener per peer connection). Empty with `ice_tcp` off.
+pub(super) fn tcp_addrs(cfg: &RtcConfig) -> Vec<String> {
+    if !cfg.ice_tcp {
+        return vec![];
+    }
+    cfg.udp_addrs
+        .iter()
+        .map(|a| match a.parse::<std::net::SocketAddr>() {
+            Ok(mut s) => {
+                s.set_port(0);
+                s.to_string()
+            }
+            Err(_) => a.clone(),
+        })
+        .collect()
+}
+
 /// NAT 1:1 (a cloud VM's public IP, a Docker host's address): every host candidate on a
 /// non-loopback address is advertised on each public address instead, with the same
 /// port (the NAT maps public:port to that socket); loopback candidates stay, for viewers
@@ -423,5 +443,26 @@ mod public_ip_tests {
         assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
         assert!(out.ends_with("a=end-of-candidates\r\n"));
         assert_eq!(with_public_ips(sdp, &[]), sdp);
+    }
+
+    #[test]
+    fn passive_tcp_candidates_move_to_the_public_address_too() {
+        let sdp = "a=candidate:4 1 tcp 1671430143 172.17.0.2 40001 typ host tcptype passive\r\n";
+        let out = with_public_ips(sdp, &["203.0.113.7".to_string()]);
+        assert_eq!(
+            out,
+            "a=candidate:49 1 tcp 1671430143 203.0.113.7 40001 typ host tcptype passive\r\n"
+        );
+    }
+
+    #[test]
+    fn tcp_listeners_take_ephemeral_ports_on_the_udp_addresses() {
+        let mut cfg = super::RtcConfig {
+            udp_addrs: vec!["127.0.0.1:50000".into(), "0.0.0.0:0".into()],
+            ..Default::default()
+        };
+        assert_eq!(super::tcp_addrs(&cfg), vec!["127.0.0.1:0", "0.0.0.0:0"]);
+        cfg.ice_tcp = false;
+        assert!(super::tcp_addrs(&cfg).is_empty());
     }
 }
