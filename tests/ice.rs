@@ -113,6 +113,56 @@ async fn a_public_ip_is_advertised_instead_of_the_host_address() {
     server.stop().await;
 }
 
+/// Whether an `a=candidate:` line is a UDP one (its transport field).
+fn udp_candidate(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(2)
+        .is_some_and(|t| t.eq_ignore_ascii_case("udp"))
+}
+
+/// ICE over TCP: every answer carries a passive TCP host candidate beside each UDP one,
+/// on its own port with a listener behind it; `--ice-tcp off` leaves TCP out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_passive_tcp_candidates_unless_ice_tcp_is_off() {
+    use clap::Parser;
+    let on = lumacast::Config::parse_from(["lumacast"]);
+    assert!(on.ice_tcp && on.rtc().ice_tcp, "on by default");
+    let off = lumacast::Config::parse_from(["lumacast", "--ice-tcp", "off"]);
+    assert!(!off.rtc().ice_tcp);
+    assert!(lumacast::Config::try_parse_from(["lumacast", "--ice-tcp", "maybe"]).is_err());
+
+    for ice_tcp in [true, false] {
+        let server = TestServer::start_with("127.0.0.1:0", &[], |c| c.ice_tcp = ice_tcp).await;
+        let body = json!({"sdp": real_offer().await, "type": "offer"}).to_string();
+        let (st, a) = server.post("/LiveViewController/webrtc_offer", &body).await;
+        assert_eq!(st, 200, "{a}");
+        let all = candidates(a["sdp"].as_str().unwrap());
+        let tcp: Vec<&String> = all.iter().filter(|c| !udp_candidate(c)).collect();
+        if ice_tcp {
+            // webrtc-rs also lists active ones (port 9, RFC 6544) and component 2 copies.
+            let passive: Vec<&&String> = tcp
+                .iter()
+                .filter(|c| c.split_whitespace().nth(1) == Some("1"))
+                .filter(|c| c.ends_with("tcptype passive"))
+                .collect();
+            assert_eq!(passive.len(), 1, "{all:?}");
+            let f: Vec<&str> = passive[0].split_whitespace().collect();
+            assert_eq!(f[2].to_ascii_lowercase(), "tcp", "{all:?}");
+            assert_eq!(f[4], "127.0.0.1", "{all:?}");
+            // A real listener on that port.
+            let addr = format!("127.0.0.1:{}", f[5]);
+            assert!(std::net::TcpStream::connect(&addr).is_ok(), "{addr}");
+        } else {
+            assert!(tcp.is_empty(), "{all:?}");
+        }
+        // A UDP viewer plays either way.
+        let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
+        assert!(viewer.decode_frames(3, Duration::from_secs(10)).await.len() >= 3);
+        viewer.client.close().await;
+        server.stop().await;
+    }
+}
+
 fn candidates(sdp: &str) -> Vec<String> {
     sdp.lines()
         .filter(|l| l.starts_with("a=candidate"))
@@ -135,13 +185,18 @@ async fn single_port_mode_carries_three_viewers_through_one_udp_port() {
         let sdp = v.answer["sdp"].as_str().unwrap();
         let ports: Vec<&str> = sdp
             .lines()
-            .filter(|l| l.starts_with("a=candidate"))
+            .filter(|l| l.starts_with("a=candidate") && udp_candidate(l))
             .filter_map(|l| l.split_whitespace().nth(5))
             .collect();
         assert!(!ports.is_empty(), "{sdp}");
         assert!(
             ports.iter().all(|p| *p == port.to_string()),
-            "every candidate on the single port {port}: {ports:?}"
+            "every UDP candidate on the single port {port}: {ports:?}"
+        );
+        // ICE-TCP (on by default) stays beside it: passive candidates on their own ports.
+        assert!(
+            sdp.contains(" tcp ") && sdp.contains("tcptype passive"),
+            "{sdp}"
         );
     }
     // All three play at once.
@@ -227,9 +282,10 @@ async fn single_port_mode_routes_each_candidate_of_a_viewer_to_its_own_socket() 
     .await;
     let mut viewer = Viewer::join(&server, None, &["42e01f"]).await;
     let sdp = viewer.answer["sdp"].as_str().unwrap().to_string();
+    // The UDP ones (ICE-TCP's passive candidates have their own ports).
     let candidates: Vec<&str> = sdp
         .lines()
-        .filter(|l| l.starts_with("a=candidate"))
+        .filter(|l| l.starts_with("a=candidate") && udp_candidate(l))
         .collect();
     assert!(
         candidates

@@ -10,6 +10,10 @@
 //
 // Output (one JSON line on stdout; exit 0 once the run is complete, even when nothing was
 // shown: judging is the caller's job; exit 1 only when the page could not be driven):
+//   first_frame_ms              answer -> first presented frame
+//   offer_to_first_frame_ms     the page's first offer sent -> first presented frame
+//   selected_pair               the last connection's selected ICE pair at the end:
+//                               protocol (udp/tcp), candidate types, tcpType, remote address
 //   fps_after_warmup            decoded frames per second (getStats framesDecoded)
 //   presented_fps_after_warmup  frames handed to requestVideoFrameCallback per second
 //   max_gap_ms_after_warmup     longest time between presented frames (rVFC), including
@@ -69,7 +73,7 @@ try {
   // Before the page's own script: remember every peer connection it makes (it reconnects
   // by itself after a stall) and the moment and viewer id of each answer.
   await page.addInitScript(() => {
-    const rl = (window.__rl = { pcs: [], answers: [] });
+    const rl = (window.__rl = { pcs: [], answers: [], offers: [] });
     const Native = window.RTCPeerConnection;
     window.RTCPeerConnection = function (...a) {
       const pc = new Native(...a);
@@ -80,8 +84,9 @@ try {
     Object.setPrototypeOf(window.RTCPeerConnection, Native);
     const nativeFetch = window.fetch.bind(window);
     window.fetch = async (input, init) => {
-      const res = await nativeFetch(input, init);
       const path = typeof input === "string" ? input : input.url;
+      if (path.includes("/webrtc_offer")) rl.offers.push(performance.now());
+      const res = await nativeFetch(input, init);
       if (path.includes("/webrtc_offer") && res.ok) {
         res.clone().json().then((j) => rl.answers.push({ t: performance.now(), viewer_id: j.viewer_id }))
           .catch(() => {});
@@ -192,11 +197,31 @@ try {
   const atWarmup = await page.evaluate(() => window.__rl.sample());
   await waitUntil(seconds);
   const atEnd = await page.evaluate(() => window.__rl.sample());
-  const rl = await page.evaluate(() => {
+  const rl = await page.evaluate(async () => {
     clearInterval(window.__rl.timer);
     const r = window.__rl;
     const video = document.getElementById("video");
+    // The last connection's selected candidate pair: UDP or TCP, which candidate types.
+    let selected = null;
+    if (r.pcs.length) {
+      const stats = await r.pcs[r.pcs.length - 1].pc.getStats();
+      let pairId = null;
+      stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+      const pair = pairId && stats.get(pairId);
+      if (pair) {
+        const local = stats.get(pair.localCandidateId) || {};
+        const remote = stats.get(pair.remoteCandidateId) || {};
+        selected = {
+          protocol: local.protocol || null, local_type: local.candidateType || null,
+          local_tcp_type: local.tcpType || null,
+          remote_protocol: remote.protocol || null, remote_type: remote.candidateType || null,
+          remote_tcp_type: remote.tcpType || null,
+          remote_address: remote.address ? `${remote.address}:${remote.port}` : null,
+        };
+      }
+    }
     return {
+      selected, offer_t: r.offers.length ? r.offers[0] - r.t0 : null,
       frames: r.frames, samples: r.samples, link: r.link, answers: r.answers,
       pcs: r.pcs.length, state: r.pcs.length ? r.pcs[r.pcs.length - 1].pc.connectionState : "none",
       videoWidth: video.videoWidth, videoHeight: video.videoHeight,
@@ -319,6 +344,8 @@ function summarise(rl, a, b) {
   return {
     seconds, warmup_s: warmup,
     first_frame_ms: frames.length ? round(frames[0].t, 0) : null,
+    offer_to_first_frame_ms: frames.length && rl.offer_t !== null ? round(frames[0].t - rl.offer_t, 0) : null,
+    selected_pair: rl.selected,
     state: rl.state, peer_connections: rl.pcs, answers: rl.answers.length,
     decoder: b.decoder,
     fps_after_warmup: span > 0 ? round(d("framesDecoded") / span, 2) : null,

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// One namespace + veth pair (+ its own nftables table once loss is set).
+/// One namespace + veth pair (+ its own nftables table once loss or a UDP block is set).
 pub struct NetLab {
     /// Network namespace of the viewer side.
     pub ns: String,
@@ -261,6 +261,32 @@ impl NetLab {
         }
         self.has_table = true;
         nft(&script).unwrap_or_else(|e| panic!("loss: {e}"));
+    }
+
+    /// Drops every UDP packet between the namespace and the server, both ways (a network
+    /// that blocks UDP: only TCP gets through). Rules in this lab's own table, removed
+    /// with the lab.
+    pub fn drop_udp(&mut self) {
+        let (t, i) = (&self.table, &self.root_if);
+        let script = format!(
+            "add table inet {t}\n\
+             add chain inet {t} udp_out {{ type filter hook output priority 0; policy accept; }}\n\
+             add chain inet {t} udp_in {{ type filter hook input priority 0; policy accept; }}\n\
+             flush chain inet {t} udp_out\n\
+             flush chain inet {t} udp_in\n\
+             add rule inet {t} udp_out oifname \"{i}\" meta l4proto udp counter drop\n\
+             add rule inet {t} udp_in iifname \"{i}\" meta l4proto udp counter drop\n"
+        );
+        self.has_table = true;
+        nft(&script).unwrap_or_else(|e| panic!("drop_udp: {e}"));
+    }
+
+    /// This lab's nftables table with its counters (for failure messages).
+    pub fn nft_stats(&self) -> String {
+        if !self.has_table {
+            return String::new();
+        }
+        run("nft", &["list", "table", "inet", &self.table]).unwrap_or_else(|e| e)
     }
 
     /// `program` run inside the namespace (`ip netns exec NS program`).
