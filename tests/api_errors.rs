@@ -142,6 +142,11 @@ async fn start_is_idempotent_and_stop_reports_not_running() {
     assert_eq!(h["status"], "ok");
     assert!(h["features"]["camera"]["available"].is_boolean());
     assert!(h["features"]["encoder_assembly"]["available"].is_boolean());
+    // The test command installs nasm: /health must report the assembly in (see
+    // crates/encode/tests/roundtrip.rs for the opt-out).
+    if cfg!(target_arch = "x86_64") && std::env::var_os("LUMACAST_ALLOW_NO_ASM").is_none() {
+        assert_eq!(h["features"]["encoder_assembly"]["available"], true, "{h}");
+    }
     server.stop().await;
 }
 
