@@ -13,6 +13,9 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # The Python push client example is run against the real endpoint (Debian's python3).
 /usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || need_apt+=(python3 python3-numpy)
+# The Python package (python/) is pip-installed into a virtual environment by its test.
+/usr/bin/python3 -c "import setuptools, pip" >/dev/null 2>&1 || need_apt+=(python3-pip python3-setuptools)
+/usr/bin/python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 # tests/real_links.rs shapes real links: network namespaces, veth, tc (iproute2), nftables.
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
