@@ -70,7 +70,7 @@ pub struct Config {
     /// host candidate, so a browser on a network that drops UDP still plays; `off` for
     /// UDP only. Each viewer's TCP listener takes its own ephemeral port on the ICE
     /// addresses (webrtc-rs binds one per peer connection; it does not go through
-    /// `--udp-port`).
+    /// `--udp-port`), unless `--ice-tcp-port` puts them behind one port.
     #[arg(
         long,
         env = "LUMACAST_ICE_TCP",
@@ -80,6 +80,12 @@ pub struct Config {
         value_parser = parse_on_off
     )]
     pub ice_tcp: bool,
+
+    /// With `--ice-tcp on`: every viewer's ICE-TCP connection on this one TCP port
+    /// (firewalls, Docker `-p PORT:PORT`), routed to the viewer by its ICE username.
+    /// Off by default (one ephemeral TCP port per viewer).
+    #[arg(long, env = "LUMACAST_ICE_TCP_PORT")]
+    pub ice_tcp_port: Option<u16>,
 
     /// STUN/TURN server URLs (none by default: nothing outside is contacted).
     #[arg(

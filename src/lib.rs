@@ -56,6 +56,9 @@ impl App {
         if let Some(port) = config.udp_port {
             rtc.mux = Some(bind_mux(&rtc.udp_addrs, port)?);
         }
+        if let (Some(port), true) = (config.ice_tcp_port, config.ice_tcp) {
+            rtc.tcp_mux = Some(bind_tcp_mux(&rtc.udp_addrs, port)?);
+        }
         Ok(Arc::new(App {
             detectors: detector::Detectors::new(config.detector_specs()?),
             rtc,
@@ -72,15 +75,24 @@ impl App {
     }
 }
 
-/// Binds the single-port socket: on the one IP all of `udp_addrs` name, or on every
-/// interface (`0.0.0.0`) when they name several or a wildcard.
-fn bind_mux(udp_addrs: &[String], port: u16) -> Result<lumacast_rtc::UdpMux, String> {
+/// Binds the shared ICE-TCP port (`--ice-tcp-port`) on the same IP as [`bind_mux`].
+fn bind_tcp_mux(udp_addrs: &[String], port: u16) -> Result<lumacast_rtc::IceTcpMux, String> {
+    let ip = mux_ip(udp_addrs);
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err("the shared ICE-TCP port (--ice-tcp-port) needs the tokio runtime".into());
+    }
+    lumacast_rtc::IceTcpMux::bind(std::net::SocketAddr::new(ip, port))
+        .map_err(|e| format!("cannot bind the ICE-TCP port {ip}:{port} (--ice-tcp-port): {e}"))
+}
+
+/// The one IP all of `udp_addrs` name, or `0.0.0.0` when they name several or a wildcard.
+fn mux_ip(udp_addrs: &[String]) -> std::net::IpAddr {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     let ips: Vec<IpAddr> = udp_addrs
         .iter()
         .filter_map(|a| a.parse::<SocketAddr>().ok().map(|a| a.ip()))
         .collect();
-    let ip = match ips.split_first() {
+    match ips.split_first() {
         Some((first, rest))
             if !first.is_unspecified()
                 && rest.iter().all(|ip| ip == first)
@@ -89,11 +101,17 @@ fn bind_mux(udp_addrs: &[String], port: u16) -> Result<lumacast_rtc::UdpMux, Str
             *first
         }
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    };
+    }
+}
+
+/// Binds the single-port socket: on the one IP all of `udp_addrs` name, or on every
+/// interface (`0.0.0.0`) when they name several or a wildcard.
+fn bind_mux(udp_addrs: &[String], port: u16) -> Result<lumacast_rtc::UdpMux, String> {
+    let ip = mux_ip(udp_addrs);
     if tokio::runtime::Handle::try_current().is_err() {
         return Err("single-port mode (--udp-port) needs the tokio runtime".into());
     }
-    lumacast_rtc::UdpMux::bind(SocketAddr::new(ip, port))
+    lumacast_rtc::UdpMux::bind(std::net::SocketAddr::new(ip, port))
         .map_err(|e| format!("cannot bind the single UDP port {ip}:{port} (--udp-port): {e}"))
 }
 

@@ -326,6 +326,17 @@ async fn chromium_behind_a_2_mbps_link_keeps_playing() {
 /// `SKIPPED (network namespaces unavailable: ...)` and passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_on_a_network_that_drops_udp_plays_over_ice_tcp() {
+    chromium_plays_over_ice_tcp(33, false).await;
+}
+
+/// The same with `--ice-tcp-port`: the answer's passive candidate is the one shared TCP
+/// port, and the connection is routed to the viewer's own listener (lab 34).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_on_a_network_that_drops_udp_plays_through_the_shared_ice_tcp_port() {
+    chromium_plays_over_ice_tcp(34, true).await;
+}
+
+async fn chromium_plays_over_ice_tcp(lab_index: u8, shared_port: bool) {
     use common::netlab::lab_or_skip;
     use serde_json::Value;
     use std::os::unix::process::CommandExt;
@@ -347,8 +358,8 @@ async fn chromium_on_a_network_that_drops_udp_plays_over_ice_tcp() {
         std::path::Path::new(&chromium).exists(),
         "{chromium} is missing: `apt-get install chromium` (scripts/test.sh does)"
     );
-    // Lab 33: apart from the other labs, so they may run at once.
-    let Some(mut lab) = lab_or_skip(33) else {
+    // Labs 33 and 34: apart from the other labs, so they may run at once.
+    let Some(mut lab) = lab_or_skip(lab_index) else {
         return;
     };
     lab.drop_udp();
@@ -356,19 +367,28 @@ async fn chromium_on_a_network_that_drops_udp_plays_over_ice_tcp() {
         let s = std::net::UdpSocket::bind(format!("{}:0", lab.root_ip)).unwrap();
         s.local_addr().unwrap().port()
     };
+    let tcp_port = {
+        let s = std::net::TcpListener::bind(format!("{}:0", lab.root_ip)).unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut args = vec![
+        "--udp-port".to_string(),
+        udp_port.to_string(),
+        "--public-ip".to_string(),
+        lab.root_ip.to_string(),
+    ];
+    if shared_port {
+        args.extend(["--ice-tcp-port".to_string(), tcp_port.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (_server, server) = common::spawn_binary_at(
         &format!("{}:0", lab.root_ip),
         &format!("{}:0,127.0.0.1:0", lab.root_ip),
-        &[
-            "--udp-port",
-            &udp_port.to_string(),
-            "--public-ip",
-            &lab.root_ip.to_string(),
-        ],
+        &args,
     )
     .await;
     let url = format!("http://{}/", server.addr);
-    let shot = format!("{root}/target/browser-ice-tcp.png");
+    let shot = format!("{root}/target/browser-ice-tcp-{lab_index}.png");
 
     /// Kills the viewer's whole process group (node and its Chromium) however the test ends.
     struct Group(u32);
@@ -425,7 +445,7 @@ async fn chromium_on_a_network_that_drops_udp_plays_over_ice_tcp() {
         j["peer_connections"],
         j["received_kbps_after_warmup"],
     );
-    eprintln!("ICE-TCP Chromium: {summary}");
+    eprintln!("ICE-TCP Chromium (shared port: {shared_port}): {summary}");
     eprintln!("{}", lab.nft_stats());
     assert_eq!(
         j["selected_pair"]["protocol"], "tcp",
@@ -435,6 +455,13 @@ async fn chromium_on_a_network_that_drops_udp_plays_over_ice_tcp() {
         j["selected_pair"]["remote_tcp_type"], "passive",
         "the server's candidate is not passive TCP: {summary}\n{transcript}"
     );
+    if shared_port {
+        assert_eq!(
+            j["selected_pair"]["remote_address"],
+            format!("{}:{tcp_port}", lab.root_ip),
+            "not through the shared ICE-TCP port: {summary}\n{transcript}"
+        );
+    }
     assert!(
         f("fps_after_warmup") >= MIN_FPS,
         "fewer than {MIN_FPS} frames decoded a second after the warmup: {summary}\n{transcript}"

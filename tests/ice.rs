@@ -131,6 +131,23 @@ async fn answers_carry_passive_tcp_candidates_unless_ice_tcp_is_off() {
     assert!(!off.rtc().ice_tcp);
     assert!(lumacast::Config::try_parse_from(["lumacast", "--ice-tcp", "maybe"]).is_err());
 
+    // --ice-tcp-port: the passive candidate carries the one shared port.
+    let port = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let server = TestServer::start_with("127.0.0.1:0", &[], |c| c.ice_tcp_port = Some(port)).await;
+    let body = json!({"sdp": real_offer().await, "type": "offer"}).to_string();
+    let (st, a) = server.post("/LiveViewController/webrtc_offer", &body).await;
+    assert_eq!(st, 200, "{a}");
+    let all = candidates(a["sdp"].as_str().unwrap());
+    assert!(
+        all.iter()
+            .any(|c| c.ends_with(&format!("127.0.0.1 {port} typ host tcptype passive"))),
+        "{all:?}"
+    );
+    server.stop().await;
+
     for ice_tcp in [true, false] {
         let server = TestServer::start_with("127.0.0.1:0", &[], |c| c.ice_tcp = ice_tcp).await;
         let body = json!({"sdp": real_offer().await, "type": "offer"}).to_string();

@@ -30,6 +30,7 @@ pub mod offer;
 pub mod pacing;
 mod packetize;
 mod runtime;
+mod tcpmux;
 mod viewer;
 pub mod wire;
 
@@ -45,6 +46,7 @@ pub use netif::interface_addrs;
 pub use offer::{analyze_offer, H264Choice};
 pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;
+pub use tcpmux::IceTcpMux;
 pub use viewer::{
     abs_capture_time, answer_offer, LinkStats, PlayoutDelay, RtcConfig, ViewerRegistry,
     ViewerSession, ViewerSnapshot, ABS_CAPTURE_TIME_URI, PLAYOUT_DELAY_URI,

@@ -63,9 +63,13 @@ pub struct RtcConfig {
     pub mux: Option<crate::UdpMux>,
     /// ICE over TCP (RFC 6544): each viewer also gets a passive TCP host candidate, on
     /// its own listener on an ephemeral port on the IPs of `udp_addrs`, for viewers on
-    /// networks that drop UDP. webrtc-rs 0.21 binds one listener per peer connection
-    /// (no shared port), so this does not go through the single-port socket.
+    /// networks that drop UDP. webrtc-rs 0.21 binds one listener per peer connection, so
+    /// this does not go through the single-port socket; `tcp_mux` is the shared port.
     pub ice_tcp: bool,
+    /// One TCP port for every viewer's ICE-TCP (`--ice-tcp-port`): answers advertise it
+    /// and connections to it are routed to the viewer's own listener (`None`: each
+    /// viewer's passive candidate carries its listener's ephemeral port).
+    pub tcp_mux: Option<crate::IceTcpMux>,
 }
 
 impl Default for RtcConfig {
@@ -86,6 +90,7 @@ impl Default for RtcConfig {
             }),
             mux: None,
             ice_tcp: true,
+            tcp_mux: None,
         }
     }
 }

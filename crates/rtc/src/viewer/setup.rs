@@ -334,6 +334,10 @@ pub(super) async fn setup_peer(
             Some(mux) => mux.register(&answer_sdp),
             None => answer_sdp,
         };
+        let answer_sdp = match &cfg.tcp_mux {
+            Some(tcp_mux) if cfg.ice_tcp => tcp_mux.register(&answer_sdp),
+            _ => answer_sdp,
+        };
         let answer_sdp = with_public_ips(&answer_sdp, &cfg.public_ips);
         let payload_type = sender
             .get_parameters()
