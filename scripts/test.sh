@@ -50,6 +50,9 @@ elif ip netns add "$probe_ns" 2>/dev/null; then
 else
   warnings+=("network namespaces not allowed here: the shaped-link tests (tests/real_links.rs, the 2 Mb/s Chromium test) are SKIPPED")
 fi
+if ! ip -o -4 addr show scope global 2>/dev/null | grep -q .; then
+  warnings+=("no non-loopback IPv4 address: the --public-ip and single-port routing tests (tests/ice.rs) have only loopback to check")
+fi
 for w in "${warnings[@]}"; do echo "WARNING: $w"; done
 
 echo "==> cargo fmt"
