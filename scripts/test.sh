@@ -19,6 +19,8 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # tests/real_links.rs shapes real links: network namespaces, veth, tc (iproute2), nftables.
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+# tests/janus.rs publishes into a real Janus (Debian's janus, 1.1.x).
+command -v janus >/dev/null 2>&1 || need_apt+=(janus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -178,6 +178,24 @@ pub struct Config {
     )]
     pub tls_self_signed: bool,
 
+    /// Publish a detector into a media server as well (repeatable; `;` between several in
+    /// the environment): `[DETECTOR=]URL`, where `http(s)://…` is a WHIP endpoint
+    /// (RFC 9725) and `janus+http(s)://HOST:PORT/janus?room=N[&display=NAME][&pin=P]
+    /// [&secret=API_SECRET]` a Janus VideoRoom. Without `DETECTOR=`, the first detector.
+    /// The same encoded frames as the local viewers; retried with backoff when the
+    /// server goes away. See docs/PUBLISHING.md.
+    #[arg(
+        long = "publish",
+        env = "LUMACAST_PUBLISH",
+        value_delimiter = ';',
+        value_name = "[DETECTOR=]URL"
+    )]
+    pub publish: Vec<String>,
+
+    /// Bearer token sent with WHIP requests of `--publish` targets.
+    #[arg(long, env = "LUMACAST_PUBLISH_TOKEN")]
+    pub publish_token: Option<String>,
+
     /// List the cameras of this machine and exit.
     #[arg(long)]
     pub list_cameras: bool,
@@ -204,6 +222,24 @@ impl Config {
             addrs.push(std::net::SocketAddr::new(*ip, 0).to_string());
         }
         Ok(addrs)
+    }
+
+    /// The `--publish` targets, checked.
+    pub fn publish_targets(&self) -> Result<Vec<crate::publish::TargetSpec>, String> {
+        if self.publish.len() > crate::publish::MAX_TARGETS {
+            return Err(format!(
+                "at most {} --publish targets",
+                crate::publish::MAX_TARGETS
+            ));
+        }
+        self.publish
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                crate::publish::TargetSpec::parse(s, self.publish_token.as_deref())
+                    .map_err(|e| format!("--publish: {e}"))
+            })
+            .collect()
     }
 
     /// WebRTC settings (without the single-port socket, which [`crate::App::new`] binds).

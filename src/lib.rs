@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod params;
 pub mod pipeline;
 pub mod procinfo;
+pub mod publish;
 pub mod tls;
 
 pub use config::Config;
@@ -38,6 +39,8 @@ pub struct App {
     /// Turns true when the server starts its graceful shutdown: responses that never end
     /// by themselves (MJPEG) end on it, so the shutdown does not wait for their readers.
     pub shutting_down: tokio::sync::watch::Sender<bool>,
+    /// Where detectors are published to (WHIP, Janus), with their supervisors.
+    pub publish: publish::Publishers,
 }
 
 pub type AppState = Arc<App>;
@@ -59,8 +62,16 @@ impl App {
         if let (Some(port), true) = (config.ice_tcp_port, config.ice_tcp) {
             rtc.tcp_mux = Some(bind_tcp_mux(&rtc.udp_addrs, port)?);
         }
+        let publish = publish::Publishers::new(config.publish_targets()?);
+        let detectors = detector::Detectors::new(config.detector_specs()?);
+        for t in publish.configured() {
+            detectors
+                .resolve(t.detector.as_deref())
+                .map_err(|e| format!("--publish {}: {e}", t.shown()))?;
+        }
         Ok(Arc::new(App {
-            detectors: detector::Detectors::new(config.detector_specs()?),
+            publish,
+            detectors,
             rtc,
             metrics: metrics::install(),
             offers: limits::OfferLimiter::new(config.max_offers_per_sec),
@@ -189,6 +200,7 @@ fn start(state: &AppState) -> (axum::Router, tokio::task::JoinHandle<()>) {
         tracing::warn!("{}", lumacast_encode::build_info().note);
     }
     let app = router(state.clone());
+    state.publish.start_configured(state);
     let housekeeping = tokio::spawn(async {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
@@ -202,6 +214,9 @@ fn start(state: &AppState) -> (axum::Router, tokio::task::JoinHandle<()>) {
 /// After the server stopped: housekeeping ends, detectors stop.
 async fn finish(state: AppState, housekeeping: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
     housekeeping.abort();
+    // Publish targets close their sessions on their servers (bounded) before the
+    // detectors stop.
+    state.publish.stop_all().await;
     // A viewer's task closes its peer connection when closed; half a second for them.
     tokio::task::spawn_blocking(move || {
         state

@@ -147,6 +147,7 @@ pub async fn stats(
             })
         }),
         "detectors": out,
+        "publish": super::publish::targets_json(&state, window),
     })))
 }
 

@@ -6,6 +6,7 @@ mod error;
 mod liveview;
 mod mjpeg;
 mod page;
+mod publish;
 mod sessions;
 mod stream;
 mod values;
@@ -13,6 +14,8 @@ mod whep;
 
 pub use access::AuthConfig;
 pub use error::ApiError;
+
+pub(crate) use detectors::link_json;
 
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -62,6 +65,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(whep::patch)
                 .options(whep::options),
         )
+        .route("/api/publish", get(publish::list).post(publish::add))
+        .route("/api/publish/{id}", axum::routing::delete(publish::delete))
         .route("/metrics", get(detectors::prometheus))
         .merge(imswitch.clone())
         .nest("/imswitch/api", imswitch)

@@ -2,6 +2,7 @@
 //! real WebRTC viewer that decodes what it receives.
 #![allow(dead_code)]
 
+pub mod janus;
 pub mod netlab;
 
 use lumacast::Config;

@@ -801,44 +801,94 @@ fn has_idr(au: &[u8]) -> bool {
         .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && (w[3] & 0x1f) == 5)
 }
 
-/// A receive-only viewer.
-pub struct ViewerClient {
+/// The H.264 and RTX payload types an offer carries (what [`ViewerClient::answering`]
+/// registers so that its answer accepts them).
+#[derive(Debug, Default, PartialEq)]
+struct OfferedPayloads {
+    /// H.264 payload types with their `a=fmtp` line (empty when the offer has none).
+    h264: Vec<(u8, String)>,
+    /// RTX payload types and the H.264 payload type each repairs (`apt=`).
+    rtx_apt: HashMap<u8, u8>,
+    /// Every `a=rtpmap` encoding offered, for the error message.
+    offered: Vec<String>,
+}
+
+impl OfferedPayloads {
+    fn parse(sdp: &str) -> Self {
+        let mut rtpmap: Vec<(u8, String)> = Vec::new();
+        let mut fmtp: HashMap<u8, String> = HashMap::new();
+        for line in sdp.lines().map(str::trim) {
+            let (attr, rest) = if let Some(r) = line.strip_prefix("a=rtpmap:") {
+                ("rtpmap", r)
+            } else if let Some(r) = line.strip_prefix("a=fmtp:") {
+                ("fmtp", r)
+            } else {
+                continue;
+            };
+            let (pt, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            let Ok(pt) = pt.parse::<u8>() else { continue };
+            if attr == "rtpmap" {
+                rtpmap.push((pt, value.trim().to_owned()));
+            } else {
+                fmtp.insert(pt, value.trim().to_owned());
+            }
+        }
+        let mut out = OfferedPayloads::default();
+        for (pt, encoding) in &rtpmap {
+            out.offered.push(format!("{pt} {encoding}"));
+            let name = encoding.split('/').next().unwrap_or("");
+            if name.eq_ignore_ascii_case("H264") {
+                out.h264
+                    .push((*pt, fmtp.get(pt).cloned().unwrap_or_default()));
+            }
+        }
+        for (pt, encoding) in &rtpmap {
+            let name = encoding.split('/').next().unwrap_or("");
+            if !name.eq_ignore_ascii_case("rtx") {
+                continue;
+            }
+            let apt = fmtp.get(pt).and_then(|f| {
+                f.split(';')
+                    .find_map(|p| p.trim().strip_prefix("apt="))
+                    .and_then(|a| a.parse::<u8>().ok())
+            });
+            if let Some(apt) = apt.filter(|a| out.h264.iter().any(|(p, _)| p == a)) {
+                out.rtx_apt.insert(*pt, apt);
+            }
+        }
+        out
+    }
+
+    fn describe(&self) -> String {
+        if self.offered.is_empty() {
+            "nothing".to_owned()
+        } else {
+            self.offered.join(", ")
+        }
+    }
+}
+
+/// The receive-only peer both [`ViewerClient::with_options`] (offering) and
+/// [`ViewerClient::answering`] build, before any description is applied.
+struct Peer {
     pc: Arc<dyn PeerConnection>,
     track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
     events: mpsc::Receiver<ClientEvent>,
-    offer_sdp: String,
     counters: Arc<Counters>,
+    gathering_rx: watch::Receiver<bool>,
 }
 
-impl ViewerClient {
-    /// Creates the peer and a fully gathered offer offering `profiles` (profile-level-id
-    /// values, packetization-mode 1) in that order, with the default [`ClientOptions`]
-    /// (loopback, no NACK, no transport-wide feedback).
-    pub async fn new(profiles: &[&str]) -> Result<Self, RtcError> {
-        Self::with_options(profiles, ClientOptions::default()).await
-    }
-
-    /// Like [`ViewerClient::new`] with the given options.
-    pub async fn with_options(profiles: &[&str], opts: ClientOptions) -> Result<Self, RtcError> {
-        // H.264 payload types are 102, 103, ...; with RTX, the RTX ones follow them (one
-        // profile: `a=rtpmap:103 rtx/90000`, `a=fmtp:103 apt=102`, as Chromium offers).
-        let rtx = opts.rtx && opts.nack;
-        let rtx_apt: HashMap<u8, u8> = if rtx {
-            if 102 + 2 * profiles.len() > 128 {
-                return Err(RtcError::webrtc(
-                    "register_codec",
-                    "too many profiles for RTX payload types",
-                ));
-            }
-            (0..profiles.len())
-                .map(|i| ((102 + profiles.len() + i) as u8, 102 + i as u8))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+impl Peer {
+    /// A peer accepting the H.264 payload types `h264` (payload type, fmtp line), and with
+    /// NACK and RTX the RTX payload types `rtx_apt` (RTX payload type → its `apt`).
+    async fn build(
+        h264: &[(u8, String)],
+        rtx_apt: HashMap<u8, u8>,
+        opts: ClientOptions,
+    ) -> Result<Peer, RtcError> {
         let counters = Arc::new(Counters::default());
         let mut media_engine = MediaEngine::default();
-        for (i, profile) in profiles.iter().enumerate() {
+        for (payload_type, fmtp) in h264 {
             media_engine
                 .register_codec(
                     RTCRtpCodecParameters {
@@ -846,12 +896,10 @@ impl ViewerClient {
                             mime_type: MIME_TYPE_H264.to_owned(),
                             clock_rate: 90_000,
                             channels: 0,
-                            sdp_fmtp_line: format!(
-                                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
-                            ),
+                            sdp_fmtp_line: fmtp.clone(),
                             rtcp_feedback: vec![],
                         },
-                        payload_type: 102 + i as u8,
+                        payload_type: *payload_type,
                     },
                     RtpCodecKind::Video,
                 )
@@ -875,7 +923,7 @@ impl ViewerClient {
             let nack = NackGeneratorBuilder::new()
                 .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
                 .build();
-            registry = if rtx {
+            registry = if !rtx_apt.is_empty() {
                 registry.with(
                     Slot::NackGenerator,
                     RtxNackGenerator::new(nack, rtx_apt.clone(), counters.clone()),
@@ -922,7 +970,7 @@ impl ViewerClient {
         if opts.nack {
             settings = settings.with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW);
         }
-        let (gathering_tx, mut gathering_rx) = watch::channel(false);
+        let (gathering_tx, gathering_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(256);
         let track = Arc::new(std::sync::Mutex::new(None));
         let pc = PeerConnectionBuilder::new()
@@ -942,7 +990,87 @@ impl ViewerClient {
             .build()
             .await
             .map_err(|e| RtcError::webrtc("client peer connection", e))?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        Ok(Peer {
+            pc: Arc::new(pc),
+            track,
+            events,
+            counters,
+            gathering_rx,
+        })
+    }
+
+    /// The local description once ICE gathering completed (or after 2 s).
+    async fn gathered_local_description(&mut self) -> Result<String, RtcError> {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.gathering_rx.wait_for(|d| *d)).await;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::webrtc("local_description", "missing"))?
+            .sdp)
+    }
+
+    fn into_client(self, local_sdp: String) -> ViewerClient {
+        ViewerClient {
+            pc: self.pc,
+            track: self.track,
+            events: self.events,
+            offer_sdp: local_sdp,
+            counters: self.counters,
+        }
+    }
+}
+
+/// A receive-only viewer.
+pub struct ViewerClient {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<std::sync::Mutex<Option<Arc<dyn TrackRemote>>>>,
+    events: mpsc::Receiver<ClientEvent>,
+    offer_sdp: String,
+    counters: Arc<Counters>,
+}
+
+impl ViewerClient {
+    /// Creates the peer and a fully gathered offer offering `profiles` (profile-level-id
+    /// values, packetization-mode 1) in that order, with the default [`ClientOptions`]
+    /// (loopback, no NACK, no transport-wide feedback).
+    pub async fn new(profiles: &[&str]) -> Result<Self, RtcError> {
+        Self::with_options(profiles, ClientOptions::default()).await
+    }
+
+    /// Like [`ViewerClient::new`] with the given options.
+    pub async fn with_options(profiles: &[&str], opts: ClientOptions) -> Result<Self, RtcError> {
+        // H.264 payload types are 102, 103, ...; with RTX, the RTX ones follow them (one
+        // profile: `a=rtpmap:103 rtx/90000`, `a=fmtp:103 apt=102`, as Chromium offers).
+        let rtx = opts.rtx && opts.nack;
+        if rtx && 102 + 2 * profiles.len() > 128 {
+            return Err(RtcError::webrtc(
+                "register_codec",
+                "too many profiles for RTX payload types",
+            ));
+        }
+        let h264: Vec<(u8, String)> = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, profile)| {
+                (
+                    102 + i as u8,
+                    format!(
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+                    ),
+                )
+            })
+            .collect();
+        let rtx_apt: HashMap<u8, u8> = if rtx {
+            (0..profiles.len())
+                .map(|i| ((102 + profiles.len() + i) as u8, 102 + i as u8))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut peer = Peer::build(&h264, rtx_apt, opts).await?;
+        let pc = &peer.pc;
         pc.add_transceiver_from_kind(
             RtpCodecKind::Video,
             Some(RTCRtpTransceiverInit {
@@ -959,19 +1087,53 @@ impl ViewerClient {
         pc.set_local_description(offer)
             .await
             .map_err(|e| RtcError::webrtc("set_local_description", e))?;
-        let _ = tokio::time::timeout(Duration::from_secs(2), gathering_rx.wait_for(|d| *d)).await;
-        let offer_sdp = pc
-            .local_description()
+        let offer_sdp = peer.gathered_local_description().await?;
+        Ok(peer.into_client(offer_sdp))
+    }
+
+    /// The answering side of the same receive-only peer, for servers that send the offer
+    /// (e.g. a Janus VideoRoom subscription): applies `offer_sdp`, answers it `recvonly`,
+    /// waits (at most 2 s) for ICE gathering and returns the client with the complete
+    /// answer SDP (candidates included) to send back.
+    ///
+    /// The H.264 payload types are the offer's own (`a=rtpmap:PT H264/90000`), registered
+    /// with the offer's `a=fmtp` line so that they match and are accepted; with `opts.nack`
+    /// and `opts.rtx` the offer's RTX payload types (`apt=` one of those) are accepted too.
+    /// NACK and transport-wide feedback follow `opts` as in [`ViewerClient::with_options`]
+    /// (a feedback the offer lacks is simply not negotiated). [`offer_sdp`](Self::offer_sdp)
+    /// then returns the answer.
+    ///
+    /// Errors: [`RtcError::NoH264`] when the offer has no H.264 payload type, or any error
+    /// applying the offer or creating the answer.
+    pub async fn answering(
+        offer_sdp: &str,
+        opts: ClientOptions,
+    ) -> Result<(ViewerClient, String), RtcError> {
+        let offered = OfferedPayloads::parse(offer_sdp);
+        if offered.h264.is_empty() {
+            return Err(RtcError::NoH264(offered.describe()));
+        }
+        let rtx_apt = if opts.rtx && opts.nack {
+            offered.rtx_apt
+        } else {
+            HashMap::new()
+        };
+        let mut peer = Peer::build(&offered.h264, rtx_apt, opts).await?;
+        let pc = &peer.pc;
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        pc.set_remote_description(offer)
             .await
-            .ok_or_else(|| RtcError::webrtc("local_description", "missing"))?
-            .sdp;
-        Ok(ViewerClient {
-            pc,
-            track,
-            events,
-            offer_sdp,
-            counters,
-        })
+            .map_err(|e| RtcError::webrtc("set_remote_description", e))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| RtcError::webrtc("create_answer", e))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| RtcError::webrtc("set_local_description", e))?;
+        let answer_sdp = peer.gathered_local_description().await?;
+        Ok((peer.into_client(answer_sdp.clone()), answer_sdp))
     }
 
     /// What was received so far (packets, losses, retransmissions, frames).
@@ -979,7 +1141,8 @@ impl ViewerClient {
         self.counters.snapshot()
     }
 
-    /// The gathered offer to POST.
+    /// The gathered offer to POST (for a client made by [`ViewerClient::answering`]: its
+    /// gathered answer).
     pub fn offer_sdp(&self) -> &str {
         &self.offer_sdp
     }
@@ -1365,6 +1528,60 @@ mod tests {
             c.close().await;
             assert!(!sdp.contains("rtx") && !sdp.contains("apt="), "{sdp}");
         }
+    }
+
+    /// A Janus 1.1 VideoRoom subscriber offer (H.264 with RTX, transport-cc).
+    const JANUS_OFFER: &str = "v=0\r\no=- 1796679101930176 1 IN IP4 192.0.2.2\r\ns=VideoRoom 1234\r\nt=0 0\r\na=group:BUNDLE 0\r\na=ice-options:trickle\r\na=fingerprint:sha-256 88:C2:BC:11:E4:B9:2C:0E:87:D1:F2:EA:C0:A1:73:69:99:32:4B:75:C6:F6:C2:97:28:CB:61:74:FF:4E:F0:72\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS *\r\nm=video 9 UDP/TLS/RTP/SAVPF 107 108\r\nc=IN IP4 192.0.2.2\r\na=sendonly\r\na=mid:0\r\na=rtcp-mux\r\na=ice-ufrag:niB5\r\na=ice-pwd:sDDbV09ogTfKPiKisQTD1i\r\na=ice-options:trickle\r\na=setup:actpass\r\na=rtpmap:107 H264/90000\r\na=fmtp:107 profile-level-id=42e01f;packetization-mode=1\r\na=rtcp-fb:107 ccm fir\r\na=rtcp-fb:107 nack\r\na=rtcp-fb:107 nack pli\r\na=rtcp-fb:107 goog-remb\r\na=rtcp-fb:107 transport-cc\r\na=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=rtpmap:108 rtx/90000\r\na=fmtp:108 apt=107\r\na=ssrc-group:FID 1058997909 3323774532\r\na=msid:janus janus0\r\na=ssrc:1058997909 cname:janus\r\na=ssrc:3323774532 cname:janus\r\na=candidate:1 1 udp 2015363327 192.0.2.2 41046 typ host\r\na=end-of-candidates\r\n";
+
+    #[test]
+    fn an_offers_h264_and_rtx_payload_types_are_read() {
+        let o = OfferedPayloads::parse(JANUS_OFFER);
+        assert_eq!(
+            o.h264,
+            vec![(
+                107,
+                "profile-level-id=42e01f;packetization-mode=1".to_owned()
+            )]
+        );
+        assert_eq!(o.rtx_apt, HashMap::from([(108, 107)]));
+        let o =
+            OfferedPayloads::parse("m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n");
+        assert!(o.h264.is_empty());
+        assert_eq!(o.describe(), "96 VP8/90000");
+    }
+
+    #[tokio::test]
+    async fn an_answer_accepts_the_offers_h264_payload_type() {
+        let opts = ClientOptions {
+            nack: true,
+            rtx: true,
+            transport_cc: true,
+            ..Default::default()
+        };
+        let (c, sdp) = ViewerClient::answering(JANUS_OFFER, opts).await.unwrap();
+        assert_eq!(c.offer_sdp(), sdp);
+        c.close().await;
+        assert!(sdp.contains("a=recvonly"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:107 H264/90000"), "{sdp}");
+        assert!(sdp.contains("a=fmtp:108 apt=107"), "{sdp}");
+        assert!(sdp.contains("a=rtcp-fb:107 nack\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtcp-fb:107 transport-cc"), "{sdp}");
+        assert!(sdp.contains("a=candidate"), "{sdp}");
+        // without NACK: no RTX, no NACK
+        let (c, sdp) = ViewerClient::answering(JANUS_OFFER, ClientOptions::default())
+            .await
+            .unwrap();
+        c.close().await;
+        assert!(sdp.contains("a=rtpmap:107 H264/90000"), "{sdp}");
+        assert!(!sdp.contains("rtx") && !sdp.contains("nack"), "{sdp}");
+        // no H.264 offered
+        let vp8 = JANUS_OFFER
+            .replace("H264/90000", "VP8/90000")
+            .replace("apt=107", "apt=1");
+        assert!(matches!(
+            ViewerClient::answering(&vp8, ClientOptions::default()).await,
+            Err(RtcError::NoH264(_))
+        ));
     }
 
     fn rtx_packet(ssrc: u32, seq: u16, payload: &[u8]) -> rtc::rtp::Packet {

@@ -5,11 +5,13 @@
 //! extensions we fill in.
 
 mod extensions;
+mod publish;
 mod registry;
 mod setup;
 mod task;
 
 pub use extensions::{abs_capture_time, PlayoutDelay, ABS_CAPTURE_TIME_URI, PLAYOUT_DELAY_URI};
+pub use publish::{offer_publish, PublishOffer, PublishSession};
 pub use registry::{ViewerRegistry, ViewerSnapshot};
 
 use extensions::{extmap_id, SendExtensions};
@@ -213,6 +215,7 @@ pub async fn answer_offer(
             abs_capture_time: extmap_id(&answer_sdp, ABS_CAPTURE_TIME_URI),
         },
         transport_cc: offer_sdp.contains(TRANSPORT_CC_URI),
+        done: None,
     };
     tokio::spawn(task.run().instrument(span));
     Ok(ViewerSession { id, answer_sdp })

@@ -19,6 +19,8 @@ pub(super) struct ViewerShared {
     pub(super) bytes_sent: AtomicU64,
     pub(super) frames_sent: AtomicU64,
     pub(super) frames_dropped: AtomicU64,
+    /// PLI/FIR received from the viewer.
+    pub(super) keyframe_requests: AtomicU64,
     pub(super) samples: Mutex<Samples>,
     pub(super) close_tx: watch::Sender<bool>,
     /// Wall-clock creation time, for the sessions API.
@@ -64,6 +66,8 @@ pub struct ViewerSnapshot {
     pub bytes_sent: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
+    /// Keyframe requests (PLI/FIR) the viewer sent.
+    pub keyframe_requests: u64,
     /// The link estimate and rendition of this viewer.
     pub link: LinkStats,
     /// Capture → first RTP packet of the frame sent on the UDP socket, µs, for the frames
@@ -136,6 +140,7 @@ impl ViewerRegistry {
                     bytes_sent: v.bytes_sent.load(Ordering::Relaxed),
                     frames_sent: v.frames_sent.load(Ordering::Relaxed),
                     frames_dropped: v.frames_dropped.load(Ordering::Relaxed),
+                    keyframe_requests: v.keyframe_requests.load(Ordering::Relaxed),
                     link: *v.link.lock().unwrap_or_else(|e| e.into_inner()),
                     first_packet_us,
                     last_packet_us,
@@ -249,6 +254,7 @@ impl ViewerRegistry {
             bytes_sent: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
+            keyframe_requests: AtomicU64::new(0),
             link: Mutex::new(LinkStats {
                 feedback: "none",
                 ..Default::default()

@@ -23,6 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
     TYPE_RTCP_FB_TRANSPORT_CC,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +36,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 /// The transport-wide sequence number header extension (draft-holmer-rmcat-transport-wide-cc).
 pub(super) const TRANSPORT_CC_URI: &str =
@@ -98,20 +100,66 @@ pub(super) struct LinkHandles {
     pub(super) nack: Arc<NackCounters>,
 }
 
-pub(super) async fn setup_peer(
+/// What a peer connection of ours sends and negotiates: the H.264 format, RTX, header
+/// extensions and transport-wide feedback. An answer takes these from the viewer's offer;
+/// a publisher (crates/rtc/src/viewer/publish.rs) offers them.
+pub(super) struct PeerSpec {
+    pub(super) payload_type: u8,
+    pub(super) fmtp: String,
+    pub(super) rtx_payload_type: Option<u8>,
+    /// Header extension URIs to register (ours: playout delay, capture time).
+    pub(super) extensions: Vec<&'static str>,
+    pub(super) transport_cc: bool,
+    /// Add the track on a send-only transceiver (publishing) instead of `add_track`
+    /// (answering, where the offer's direction decides).
+    pub(super) send_only: bool,
+}
+
+impl PeerSpec {
+    /// What to answer a viewer's offer with.
+    pub(super) fn answering(cfg: &RtcConfig, offer_sdp: &str, choice: &crate::H264Choice) -> Self {
+        let mut extensions = vec![ABS_CAPTURE_TIME_URI];
+        if cfg.playout_delay.is_some() {
+            extensions.push(PLAYOUT_DELAY_URI);
+        }
+        extensions.retain(|u| offer_sdp.contains(u));
+        PeerSpec {
+            payload_type: choice.payload_type,
+            fmtp: choice.fmtp.clone(),
+            rtx_payload_type: rtx_payload_type(offer_sdp, choice),
+            extensions,
+            transport_cc: offer_sdp.contains(TRANSPORT_CC_URI),
+            send_only: false,
+        }
+    }
+}
+
+/// A peer connection with our track on it, before any description is set.
+pub(super) struct Peer {
+    pub(super) pc: Arc<dyn PeerConnection>,
+    pub(super) track: Arc<TrackLocalStaticRTP>,
+    pub(super) sender: Arc<dyn RtpSender>,
+    pub(super) tap: WireTap,
+    pub(super) state_rx: watch::Receiver<RTCPeerConnectionState>,
+    pub(super) meta_rx: mpsc::Receiver<Arc<dyn DataChannel>>,
+    pub(super) gathering_rx: watch::Receiver<bool>,
+}
+
+/// Builds the media engine, the interceptor chain (reports, our NACK responder,
+/// transport-wide numbering and the estimator), the peer connection and its track.
+pub(super) async fn build_peer(
     cfg: &RtcConfig,
-    offer_sdp: &str,
-    choice: &crate::H264Choice,
+    spec: &PeerSpec,
     detector: &str,
     id: u64,
     initial_bps: f64,
     link: &LinkHandles,
-) -> Result<SetupParts, RtcError> {
+) -> Result<Peer, RtcError> {
     let codec = RTCRtpCodec {
         mime_type: MIME_TYPE_H264.to_owned(),
         clock_rate: 90_000,
         channels: 0,
-        sdp_fmtp_line: choice.fmtp.clone(),
+        sdp_fmtp_line: spec.fmtp.clone(),
         rtcp_feedback: vec![
             RTCPFeedback {
                 typ: "nack".into(),
@@ -137,14 +185,14 @@ pub(super) async fn setup_peer(
         .register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec.clone(),
-                payload_type: choice.payload_type,
+                payload_type: spec.payload_type,
             },
             RtpCodecKind::Video,
         )
         .map_err(|e| RtcError::webrtc("register_codec", e))?;
     // RTX (RFC 4588) when the viewer offers it for the chosen format and asks for NACK:
     // retransmissions and padding then travel on their own SSRC (crates/rtc/src/nack.rs).
-    if let Some(rtx_pt) = rtx_payload_type(offer_sdp, choice) {
+    if let Some(rtx_pt) = spec.rtx_payload_type {
         media_engine
             .register_codec(
                 RTCRtpCodecParameters {
@@ -152,7 +200,7 @@ pub(super) async fn setup_peer(
                         mime_type: MIME_TYPE_RTX.to_owned(),
                         clock_rate: 90_000,
                         channels: 0,
-                        sdp_fmtp_line: format!("apt={}", choice.payload_type),
+                        sdp_fmtp_line: format!("apt={}", spec.payload_type),
                         rtcp_feedback: vec![],
                     },
                     payload_type: rtx_pt,
@@ -167,15 +215,11 @@ pub(super) async fn setup_peer(
         .map_err(|e| RtcError::webrtc("interceptors", e))?;
     // Playout delay (so the browser renders each frame when decoded, whatever the page
     // asks) and the capture time, when the viewer offers them.
-    let mut extensions = vec![ABS_CAPTURE_TIME_URI];
-    if cfg.playout_delay.is_some() {
-        extensions.push(PLAYOUT_DELAY_URI);
-    }
-    for uri in extensions.into_iter().filter(|u| offer_sdp.contains(u)) {
+    for uri in &spec.extensions {
         media_engine
             .register_header_extension(
                 RTCRtpHeaderExtensionCapability {
-                    uri: uri.to_owned(),
+                    uri: (*uri).to_owned(),
                 },
                 RtpCodecKind::Video,
                 None,
@@ -200,7 +244,7 @@ pub(super) async fn setup_peer(
     // packet, and without feedback it would only be pruned.
     // Numbering and the send history are wrapped so that they see the RTX stream too
     // (`RtxAlias`): padding only helps the estimate if the viewer can report it.
-    let registry = if offer_sdp.contains(TRANSPORT_CC_URI) {
+    let registry = if spec.transport_cc {
         media_engine.register_feedback(
             RTCPFeedback {
                 typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
@@ -248,7 +292,7 @@ pub(super) async fn setup_peer(
 
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
     let (meta_tx, meta_rx) = mpsc::channel(1);
-    let (gathering_tx, mut gathering_rx) = watch::channel(false);
+    let (gathering_tx, gathering_rx) = watch::channel(false);
     let handler = Arc::new(Handler {
         state_tx,
         gathering_tx,
@@ -278,28 +322,131 @@ pub(super) async fn setup_peer(
         .map_err(|e| RtcError::webrtc("creating the peer connection", e))?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-    let result = async {
-        let tap = WireTap::register();
-        let ssrc = tap.ssrc();
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            "lumacast".to_string(),
-            format!("{detector}-video-{id}"),
-            detector.to_string(),
-            RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec,
+    let tap = WireTap::register();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "lumacast".to_string(),
+        format!("{detector}-video-{id}"),
+        detector.to_string(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(tap.ssrc()),
                 ..Default::default()
-            }],
-        )));
-        let sender = pc
-            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            },
+            codec,
+            ..Default::default()
+        }],
+    )));
+    let sender = if spec.send_only {
+        match pc
+            .add_transceiver_from_track(
+                track.clone() as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
             .await
-            .map_err(|e| RtcError::webrtc("add_track", e))?;
+            .map_err(|e| RtcError::webrtc("add_transceiver", e))
+        {
+            Ok(t) => match t.sender().await {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => Err(RtcError::webrtc("transceiver sender", "missing")),
+                Err(e) => Err(RtcError::webrtc("transceiver sender", e)),
+            },
+            Err(e) => Err(e),
+        }
+    } else {
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| RtcError::webrtc("add_track", e))
+    };
+    let sender = match sender {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+    Ok(Peer {
+        pc,
+        track,
+        sender,
+        tap,
+        state_rx,
+        meta_rx,
+        gathering_rx,
+    })
+}
 
+/// Our local description once ICE gathering is complete (bounded by
+/// `cfg.gather_timeout`), rewritten for the single-port sockets and public addresses.
+pub(super) async fn gathered_local_sdp(
+    cfg: &RtcConfig,
+    pc: &Arc<dyn PeerConnection>,
+    gathering_rx: &mut watch::Receiver<bool>,
+) -> Result<String, RtcError> {
+    // Non-trickle: answer once our candidates are in the SDP. Host-only gathering
+    // takes well under a millisecond; STUN/TURN may take longer, hence the bound.
+    let gathered = tokio::time::timeout(cfg.gather_timeout, gathering_rx.wait_for(|done| *done))
+        .await
+        .is_ok();
+    if !gathered {
+        warn!(
+            timeout_ms = cfg.gather_timeout.as_millis() as u64,
+            "ICE gathering did not complete in time; going on with the candidates so far"
+        );
+    }
+    let sdp = pc
+        .local_description()
+        .await
+        .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
+        .sdp;
+    let sdp = match &cfg.mux {
+        Some(mux) => mux.register(&sdp),
+        None => sdp,
+    };
+    let sdp = match &cfg.tcp_mux {
+        Some(tcp_mux) if cfg.ice_tcp => tcp_mux.register(&sdp),
+        _ => sdp,
+    };
+    Ok(with_public_ips(&sdp, &cfg.public_ips))
+}
+
+/// The payload type the sender ended up with after negotiation.
+pub(super) async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Result<u8, RtcError> {
+    sender
+        .get_parameters()
+        .await
+        .map_err(|e| RtcError::webrtc("sender parameters", e))?
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.payload_type)
+        .ok_or_else(|| RtcError::Unanswerable("no codec was negotiated for video".into()))
+}
+
+pub(super) async fn setup_peer(
+    cfg: &RtcConfig,
+    offer_sdp: &str,
+    choice: &crate::H264Choice,
+    detector: &str,
+    id: u64,
+    initial_bps: f64,
+    link: &LinkHandles,
+) -> Result<SetupParts, RtcError> {
+    let spec = PeerSpec::answering(cfg, offer_sdp, choice);
+    let Peer {
+        pc,
+        track,
+        sender,
+        tap,
+        state_rx,
+        meta_rx,
+        mut gathering_rx,
+    } = build_peer(cfg, &spec, detector, id, initial_bps, link).await?;
+
+    let result = async {
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| RtcError::BadSdp(e.to_string()))?;
         pc.set_remote_description(offer)
@@ -312,52 +459,18 @@ pub(super) async fn setup_peer(
         pc.set_local_description(answer)
             .await
             .map_err(|e| RtcError::webrtc("set_local_description", e))?;
-
-        // Non-trickle: answer once our candidates are in the SDP. Host-only gathering
-        // takes well under a millisecond; STUN/TURN may take longer, hence the bound.
-        let gathered =
-            tokio::time::timeout(cfg.gather_timeout, gathering_rx.wait_for(|done| *done))
-                .await
-                .is_ok();
-        if !gathered {
-            warn!(
-                timeout_ms = cfg.gather_timeout.as_millis() as u64,
-                "ICE gathering did not complete in time; answering with the candidates so far"
-            );
-        }
-        let answer_sdp = pc
-            .local_description()
-            .await
-            .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
-            .sdp;
-        let answer_sdp = match &cfg.mux {
-            Some(mux) => mux.register(&answer_sdp),
-            None => answer_sdp,
-        };
-        let answer_sdp = match &cfg.tcp_mux {
-            Some(tcp_mux) if cfg.ice_tcp => tcp_mux.register(&answer_sdp),
-            _ => answer_sdp,
-        };
-        let answer_sdp = with_public_ips(&answer_sdp, &cfg.public_ips);
-        let payload_type = sender
-            .get_parameters()
-            .await
-            .map_err(|e| RtcError::webrtc("sender parameters", e))?
-            .rtp_parameters
-            .codecs
-            .first()
-            .map(|c| c.payload_type)
-            .ok_or_else(|| RtcError::Unanswerable("no codec was negotiated for video".into()))?;
+        let answer_sdp = gathered_local_sdp(cfg, &pc, &mut gathering_rx).await?;
+        let payload_type = negotiated_payload_type(&sender).await?;
         debug!(
             candidates = answer_sdp.matches("a=candidate").count(),
             "answer ready"
         );
-        Ok((track, answer_sdp, payload_type, tap))
+        Ok((answer_sdp, payload_type))
     }
     .await;
 
     match result {
-        Ok((track, answer_sdp, payload_type, tap)) => {
+        Ok((answer_sdp, payload_type)) => {
             Ok((pc, track, answer_sdp, payload_type, tap, state_rx, meta_rx))
         }
         Err(e) => {

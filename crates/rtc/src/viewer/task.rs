@@ -88,6 +88,8 @@ pub(super) struct ViewerTask {
     /// Header extensions filled in on every packet (playout delay) or every frame's
     /// first packet (capture time).
     pub(super) extensions: SendExtensions,
+    /// Told why the task ended (publishing sessions wait for it).
+    pub(super) done: Option<tokio::sync::oneshot::Sender<&'static str>>,
 }
 
 /// The metadata channel of a viewer (see crates/rtc/src/meta.rs).
@@ -264,6 +266,9 @@ impl ViewerTask {
             debug!(error = %e, "closing the peer connection");
         }
         self.registry.remove(self.shared.id);
+        if let Some(done) = self.done.take() {
+            let _ = done.send(reason);
+        }
     }
 
     /// Streams until the viewer goes away; returns why it ended.
@@ -337,6 +342,7 @@ impl ViewerTask {
         // it is on.
         let track = self.track.clone();
         let kf = self.keyframe.clone();
+        let shared = self.shared.clone();
         let on_rendition = Arc::new(AtomicUsize::new(0));
         let on = on_rendition.clone();
         let rtcp_task = tokio::spawn(
@@ -345,6 +351,7 @@ impl ViewerTask {
                     if let TrackLocalEvent::OnRtcpPacket(packets) = evt {
                         if has_keyframe_request(&packets) {
                             debug!("viewer asked for a keyframe (PLI/FIR)");
+                            shared.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                             kf.request_for(on.load(Ordering::Relaxed), "pli");
                         }
                     }
