@@ -705,3 +705,56 @@ mark("script");
   await listed;
   loadParams();
 })();
+
+// ---- Publishing (WHIP endpoints, Janus rooms): GET/POST /api/publish, DELETE /api/publish/{id}
+const publishList = document.getElementById("publishList");
+const publishStatus = document.getElementById("publishStatus");
+const publishUrl = document.getElementById("publishUrl");
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function updatePublish() {
+  let j;
+  try { j = await api("/api/publish"); } catch (_) { return; }
+  const targets = j.targets || [];
+  window.lumacast.publish = targets;
+  if (!targets.length) { publishList.innerHTML = '<span style="color:#999">not published anywhere</span>'; return; }
+  publishList.innerHTML = targets.map((t) => {
+    const cls = t.state === "publishing" ? "ok" : (t.last_error ? "bad" : "warn");
+    const rate = t.state === "publishing" ? ` · ${(t.bitrate_bps / 1e6).toFixed(2)} Mb/s · ${t.fps} fps · ${t.keyframe_requests} key req` : "";
+    const err = t.last_error && t.state !== "publishing" ? `<br><span class="bad">${escapeHtml(t.last_error)}</span>` : "";
+    return `<div class="pub"><button data-id="${t.id}" title="stop publishing there">stop</button>` +
+      `${escapeHtml(t.detector)} → ${escapeHtml(t.target)}<br><span class="${cls}">${escapeHtml(t.state)}</span>${rate}${err}</div>`;
+  }).join("");
+}
+
+publishList.addEventListener("click", async (e) => {
+  const id = e.target.dataset && e.target.dataset.id;
+  if (!id) return;
+  try {
+    const res = await authFetch(`/api/publish/${id}`, { method: "DELETE" });
+    const j = await res.json();
+    publishStatus.textContent = res.ok ? "stopped" : j.message;
+  } catch (err) { publishStatus.textContent = err.message; }
+  updatePublish();
+});
+
+document.getElementById("publishAdd").addEventListener("click", async () => {
+  const url = publishUrl.value.trim();
+  if (!url) { publishStatus.textContent = "enter a WHIP URL or janus+http://…?room=N"; return; }
+  try {
+    const res = await authFetch("/api/publish", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ url, detector: select.value || undefined }),
+    });
+    const j = await res.json();
+    publishStatus.textContent = res.ok ? "publishing…" : j.message;
+    if (res.ok) publishUrl.value = "";
+  } catch (err) { publishStatus.textContent = err.message; }
+  updatePublish();
+});
+
+updatePublish();
+setInterval(updatePublish, 2000);
