@@ -21,6 +21,8 @@ command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need_apt+=(ipr
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 # tests/janus.rs publishes into a real Janus (Debian's janus, 1.1.x).
 command -v janus >/dev/null 2>&1 || need_apt+=(janus)
+# tests/browser.rs relays a viewer through a real TURN server (Debian's coturn).
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

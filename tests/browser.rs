@@ -389,47 +389,7 @@ async fn chromium_plays_over_ice_tcp(lab_index: u8, shared_port: bool) {
     .await;
     let url = format!("http://{}/", server.addr);
     let shot = format!("{root}/target/browser-ice-tcp-{lab_index}.png");
-
-    /// Kills the viewer's whole process group (node and its Chromium) however the test ends.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.0)])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-    let mut cmd = lab.exec("node");
-    cmd.args([
-        script.as_str(),
-        &url,
-        &SECONDS.to_string(),
-        &shot,
-        "--warmup",
-        "3",
-    ])
-    .process_group(0);
-    let child = tokio::process::Command::from(cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs in the namespace");
-    let _group = Group(child.id().expect("the viewer's pid"));
-    let out = tokio::time::timeout(Duration::from_secs(SECONDS + 60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("real_link.mjs did not finish within {} s", SECONDS + 60))
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let transcript = format!("{stdout}\n{stderr}\n{}", lab.nft_stats());
-    assert!(out.status.success(), "real_link.mjs failed:\n{transcript}");
-    let j: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON line from real_link.mjs:\n{transcript}"));
+    let (j, transcript) = real_link_in_lab(&lab, &script, &url, SECONDS, &shot).await;
     let f = |key: &str| j[key].as_f64().unwrap_or(f64::NAN);
     let summary = format!(
         "selected pair {}, offer -> first frame {} ms, answer -> first frame {} ms, \
@@ -471,5 +431,143 @@ async fn chromium_plays_over_ice_tcp(lab_index: u8, shared_port: bool) {
     assert!(
         f("offer_to_first_frame_ms") < 5000.0,
         "the first frame came more than 5 s after the offer: {summary}\n{transcript}"
+    );
+}
+
+/// Runs tests/browser/real_link.mjs (headless Chromium on the page at `url`) inside the
+/// lab's namespace for `seconds`; returns its JSON line and a transcript for failures.
+async fn real_link_in_lab(
+    lab: &common::netlab::NetLab,
+    script: &str,
+    url: &str,
+    seconds: u64,
+    shot: &str,
+) -> (serde_json::Value, String) {
+    use serde_json::Value;
+    use std::os::unix::process::CommandExt;
+    /// Kills the viewer's whole process group (node and its Chromium) however the test ends.
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let mut cmd = lab.exec("node");
+    cmd.args([script, url, &seconds.to_string(), shot, "--warmup", "3"])
+        .process_group(0);
+    let child = tokio::process::Command::from(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs in the namespace");
+    let _group = Group(child.id().expect("the viewer's pid"));
+    let out = tokio::time::timeout(Duration::from_secs(seconds + 60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("real_link.mjs did not finish within {} s", seconds + 60))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let transcript = format!("{stdout}\n{stderr}\n{}", lab.nft_stats());
+    assert!(out.status.success(), "real_link.mjs failed:\n{transcript}");
+    let j: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line from real_link.mjs:\n{transcript}"));
+    (j, transcript)
+}
+
+/// A viewer whose network lets through only the web server and a TURN server (coturn,
+/// started here) plays: Chromium gets the TURN settings from the page
+/// (`/api/ice-servers`), and its selected pair is a relay candidate over UDP (lab 35).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_reachable_only_through_turn_plays_over_a_udp_relay() {
+    chromium_plays_through_turn(35, "udp").await;
+}
+
+/// The same with UDP to the TURN server blocked too: the relay is reached over TCP
+/// (`turn:…?transport=tcp`, lab 36).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_reachable_only_through_turn_plays_over_a_tcp_relay() {
+    chromium_plays_through_turn(36, "tcp").await;
+}
+
+async fn chromium_plays_through_turn(lab_index: u8, transport: &str) {
+    use common::netlab::lab_or_skip;
+    use common::turn::{Turn, PASSWORD, USER};
+
+    const SECONDS: u64 = 8;
+    const MIN_FPS: f64 = 20.0;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/real_link.mjs");
+    assert!(
+        std::path::Path::new(&format!(
+            "{root}/tests/browser/node_modules/playwright-core"
+        ))
+        .exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
+    );
+    let Some(mut lab) = lab_or_skip(lab_index) else {
+        return;
+    };
+    let turn = Turn::start(lab.root_ip.into());
+    let [udp_url, tcp_url] = turn.urls();
+    let http_port = {
+        let s = std::net::TcpListener::bind(format!("{}:0", lab.root_ip)).unwrap();
+        s.local_addr().unwrap().port()
+    };
+    // Only HTTP and TURN get through: the media must be relayed.
+    match transport {
+        "udp" => lab.allow_only(&[http_port], &[turn.port]),
+        _ => lab.allow_only(&[http_port, turn.port], &[]),
+    }
+    let servers = format!("{udp_url},{tcp_url}");
+    let (_server, server) = common::spawn_binary_at(
+        &format!("{}:{http_port}", lab.root_ip),
+        &format!("{}:0,127.0.0.1:0", lab.root_ip),
+        &[
+            "--ice-server",
+            &servers,
+            "--ice-username",
+            USER,
+            "--ice-credential",
+            PASSWORD,
+        ],
+    )
+    .await;
+    // The page's source of TURN settings, and WHEP's.
+    let (status, ice) = common::http(server.addr, "GET", "/api/ice-servers", None).await;
+    assert_eq!(status, 200, "{ice}");
+    assert_eq!(ice["ice_servers"][0]["urls"][0], udp_url.as_str(), "{ice}");
+    assert_eq!(ice["ice_servers"][1]["username"], USER, "{ice}");
+    assert_eq!(ice["ice_servers"][1]["credential"], PASSWORD, "{ice}");
+    let url = format!("http://{}/", server.addr);
+    let shot = format!("{root}/target/browser-turn-{transport}.png");
+    let (j, transcript) = real_link_in_lab(&lab, &script, &url, SECONDS, &shot).await;
+    let transcript = format!("{transcript}\ncoturn:\n{}", turn.log_tail());
+    let fps = j["fps_after_warmup"].as_f64().unwrap_or(f64::NAN);
+    let summary = format!(
+        "selected pair {}, offer -> first frame {} ms, fps after warmup {fps:.1}, latency p50/p99 stripe {}/{} ms",
+        j["selected_pair"],
+        j["offer_to_first_frame_ms"],
+        j["latency_stripe_after_warmup"]["p50_ms"],
+        j["latency_stripe_after_warmup"]["p99_ms"],
+    );
+    eprintln!("TURN ({transport}) Chromium: {summary}");
+    assert_eq!(
+        j["selected_pair"]["local_type"], "relay",
+        "the browser's selected candidate is not a TURN relay: {summary}\n{transcript}"
+    );
+    assert_eq!(
+        j["selected_pair"]["local_relay_protocol"], transport,
+        "the relay is not reached over {transport}: {summary}\n{transcript}"
+    );
+    assert!(
+        fps >= MIN_FPS,
+        "fewer than {MIN_FPS} frames decoded a second through TURN: {summary}\n{transcript}"
     );
 }

@@ -120,6 +120,25 @@ function scheduleRetry(reason) {
   retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
 }
 
+// The server's STUN/TURN servers (`--ice-server`), asked for once, as soon as the page
+// runs; each connection waits for them (a network that only TURN gets through needs them).
+let iceServersReady = null;
+function iceServers() {
+  if (!iceServersReady) {
+    // No token prompt from here (the detector list asks); a 401 asks again next time.
+    iceServersReady = fetch("/api/ice-servers", { headers: authHeaders() })
+      .then((r) => {
+        if (r.ok) return r.json();
+        iceServersReady = null;
+        return { ice_servers: [] };
+      })
+      .then((j) => j.ice_servers || [])
+      .catch(() => { iceServersReady = null; return []; });
+  }
+  return iceServersReady;
+}
+iceServers();
+
 // `ready`: what must be done before the offer may go (the detector list, the start
 // request); the offer and ICE gathering run meanwhile.
 async function connect(ready) {
@@ -128,7 +147,8 @@ async function connect(ready) {
   lastProgress = performance.now();
   setStatus("connecting…");
   try {
-    const conn = new RTCPeerConnection();
+    const conn = new RTCPeerConnection({ iceServers: await iceServers() });
+    if (mySession !== sessionId) { conn.close(); return; }
     pc = conn;
     const transceiver = conn.addTransceiver("video", { direction: "recvonly" });
     // Chromium offers abs-capture-time only when asked: the server then stamps each

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(whep::patch)
                 .options(whep::options),
         )
+        .route("/api/ice-servers", get(whep::ice_servers))
         .route("/api/publish", get(publish::list).post(publish::add))
         .route("/api/publish/{id}", axum::routing::delete(publish::delete))
         .route("/metrics", get(detectors::prometheus))

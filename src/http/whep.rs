@@ -63,6 +63,28 @@ fn ice_links(state: &AppState, headers: &mut HeaderMap) {
     }
 }
 
+/// `GET /api/ice-servers`: the configured STUN/TURN servers as `RTCIceServer`s (TURN with
+/// its credentials), for the page's `RTCPeerConnection` (WHEP players get the same in
+/// `Link` headers).
+pub async fn ice_servers(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let servers: Vec<serde_json::Value> = state
+        .rtc
+        .ice_servers
+        .iter()
+        .map(|url| {
+            let mut s = serde_json::json!({ "urls": [url] });
+            if url.starts_with("turn") {
+                if let (Some(u), Some(c)) = (&state.rtc.ice_username, &state.rtc.ice_credential) {
+                    s["username"] = u.clone().into();
+                    s["credential"] = c.clone().into();
+                }
+            }
+            s
+        })
+        .collect();
+    axum::Json(serde_json::json!({"status": "success", "ice_servers": servers}))
+}
+
 /// `POST /whep/{detector}`.
 pub async fn offer(
     State(state): State<AppState>,

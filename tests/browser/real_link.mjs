@@ -13,7 +13,8 @@
 //   first_frame_ms              answer -> first presented frame
 //   offer_to_first_frame_ms     the page's first offer sent -> first presented frame
 //   selected_pair               the last connection's selected ICE pair at the end:
-//                               protocol (udp/tcp), candidate types, tcpType, remote address
+//                               protocol (udp/tcp), candidate types, tcpType, relayProtocol
+//                               (how a relay candidate reaches its TURN server), remote address
 //   fps_after_warmup            decoded frames per second (getStats framesDecoded)
 //   presented_fps_after_warmup  frames handed to requestVideoFrameCallback per second
 //   max_gap_ms_after_warmup     longest time between presented frames (rVFC), including
@@ -213,7 +214,7 @@ try {
         const remote = stats.get(pair.remoteCandidateId) || {};
         selected = {
           protocol: local.protocol || null, local_type: local.candidateType || null,
-          local_tcp_type: local.tcpType || null,
+          local_tcp_type: local.tcpType || null, local_relay_protocol: local.relayProtocol || null,
           remote_protocol: remote.protocol || null, remote_type: remote.candidateType || null,
           remote_tcp_type: remote.tcpType || null,
           remote_address: remote.address ? `${remote.address}:${remote.port}` : null,

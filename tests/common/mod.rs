@@ -4,6 +4,7 @@
 
 pub mod janus;
 pub mod netlab;
+pub mod turn;
 
 use lumacast::Config;
 use lumacast_encode::Decoder;

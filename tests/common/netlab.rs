@@ -281,6 +281,42 @@ impl NetLab {
         nft(&script).unwrap_or_else(|e| panic!("drop_udp: {e}"));
     }
 
+    /// Lets only these ports of the server's address through between the namespace and
+    /// the server (both ways): a network where the viewer reaches the web server and a TURN
+    /// server, nothing else (no direct UDP or TCP to the media ports).
+    pub fn allow_only(&mut self, tcp_ports: &[u16], udp_ports: &[u16]) {
+        let (t, i) = (&self.table, &self.root_if);
+        let set = |p: &[u16]| {
+            if p.is_empty() {
+                "{ 0 }".to_string()
+            } else {
+                format!(
+                    "{{ {} }}",
+                    p.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        let (tcp, udp) = (set(tcp_ports), set(udp_ports));
+        let script = format!(
+            "add table inet {t}\n\
+             add chain inet {t} only_out {{ type filter hook output priority 0; policy accept; }}\n\
+             add chain inet {t} only_in {{ type filter hook input priority 0; policy accept; }}\n\
+             flush chain inet {t} only_out\n\
+             flush chain inet {t} only_in\n\
+             add rule inet {t} only_in iifname \"{i}\" tcp dport {tcp} accept\n\
+             add rule inet {t} only_in iifname \"{i}\" udp dport {udp} accept\n\
+             add rule inet {t} only_in iifname \"{i}\" counter drop\n\
+             add rule inet {t} only_out oifname \"{i}\" tcp sport {tcp} accept\n\
+             add rule inet {t} only_out oifname \"{i}\" udp sport {udp} accept\n\
+             add rule inet {t} only_out oifname \"{i}\" counter drop\n"
+        );
+        self.has_table = true;
+        nft(&script).unwrap_or_else(|e| panic!("allow_only: {e}\n{script}"));
+    }
+
     /// This lab's nftables table with its counters (for failure messages).
     pub fn nft_stats(&self) -> String {
         if !self.has_table {
