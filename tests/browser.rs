@@ -172,6 +172,30 @@ async fn run_check(script: &str, args: &[&str]) -> String {
     transcript
 }
 
+/// Units and the grid: the single view of a detector with `pixel_um` draws a scale bar of
+/// a round length about a fifth of the picture wide, in the placement's scale (a ROI of
+/// half the width halves the µm per screen pixel), and the readout shows µm; `?grid=1`
+/// plays both detectors at once, each tile its own peer connection decoding frames, the
+/// scale bar only on the tile whose pixel size is known. Screenshots:
+/// `target/browser-units-scalebar.png`, `target/browser-units-grid.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_draws_the_scale_bar_and_plays_two_detectors_in_the_grid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/units_grid.mjs");
+    let server = TestServer::start(&[
+        "scope=synthetic,width=640,height=480,pixel_um=6.5",
+        "side=synthetic,width=480,height=360",
+    ])
+    .await;
+    let url = format!("http://{}/", server.addr);
+    let shots = format!("{root}/target/browser-units");
+    let transcript = run_check(&script, &[&url, "scope", "side", &shots]).await;
+    assert!(transcript.contains("\"scale_bar\""), "{transcript}");
+    assert!(transcript.contains("\"grid\""), "{transcript}");
+    assert!(transcript.contains("PASS"), "{transcript}");
+    server.stop().await;
+}
+
 /// Debian's Chromium behind a real 2 Mb/s link (a network namespace, a veth pair, a `tbf`
 /// cap on server → viewer; see `tests/common/netlab.rs`) plays the server's own page for
 /// 20 s: at 1280x720 and 4 Mb/s the stream does not fit, so the server must follow the
@@ -338,8 +362,6 @@ async fn chromium_on_a_network_that_drops_udp_plays_through_the_shared_ice_tcp_p
 
 async fn chromium_plays_over_ice_tcp(lab_index: u8, shared_port: bool) {
     use common::netlab::lab_or_skip;
-    use serde_json::Value;
-    use std::os::unix::process::CommandExt;
 
     const SECONDS: u64 = 10;
     const MIN_FPS: f64 = 20.0;

@@ -44,6 +44,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(sessions::delete),
         )
         .route(
+            "/api/sessions/{id}/ice-restart",
+            post(sessions::ice_restart),
+        )
+        .route(
             "/api/detectors/{name}/params",
             get(stream::get_params).patch(stream::patch_params),
         )

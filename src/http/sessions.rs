@@ -51,3 +51,37 @@ pub async fn delete(
     }
     Err(ApiError::NotFound(format!("no viewer session {id}")))
 }
+
+/// `POST /api/sessions/{id}/ice-restart` with `{"sdp": OFFER}`: the viewer's ICE restart
+/// (a new offer with new `ice-ufrag`/`ice-pwd`, e.g. from `createOffer({iceRestart:
+/// true})` after its network changed) on the existing session: 200 with the new answer
+/// `{"sdp", "type": "answer"}`; the same peer connection, DTLS and track go on. 400 for an
+/// offer without credentials, 404 for an unknown session.
+pub async fn ice_restart(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let sdp = body
+        .get("sdp")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequest("\"sdp\" (the restart offer) is required".into()))?;
+    let remote = lumacast_rtc::IceParams::parse(sdp)?;
+    for name in state.detectors.names() {
+        if let Some(r) = state.detectors.running(&name) {
+            if r.viewers.contains(id) {
+                let restarted = r.viewers.restart_ice(id, remote).await?;
+                tracing::info!(detector = %name, viewer = id, generation = restarted.generation, "ICE restarted");
+                return Ok(Json(json!({
+                    "status": "success",
+                    "type": "answer",
+                    "sdp": restarted.answer_sdp,
+                    "viewer_id": id,
+                    "ice_restarts": restarted.generation,
+                })));
+            }
+        }
+    }
+    Err(ApiError::NotFound(format!("no viewer session {id}")))
+}

@@ -39,9 +39,9 @@ fn unsupported_type(expected: &str) -> Response {
     (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(body)).into_response()
 }
 
-fn etag(id: u64) -> String {
-    // No ICE restarts, so a session's entity never changes.
-    format!("\"lumacast-{id}\"")
+/// A session's entity tag: it changes with each ICE restart.
+fn etag(id: u64, generation: u64) -> String {
+    format!("\"lumacast-{id}-{generation}\"")
 }
 
 /// The configured STUN/TURN servers as WHIP/WHEP `Link` headers.
@@ -125,7 +125,8 @@ async fn answer(
     );
     h.insert(
         header::ETAG,
-        HeaderValue::from_str(&etag(session.id)).map_err(|e| ApiError::Internal(e.to_string()))?,
+        HeaderValue::from_str(&etag(session.id, 0))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
     ice_links(state, h);
@@ -172,21 +173,65 @@ pub async fn patch(
     if !content_type_is(&headers, SDPFRAG) {
         return unsupported_type(SDPFRAG);
     }
-    let result = (|| {
+    let result = async {
         let viewers = session(&state, &detector, id)?;
+        let generation = viewers.ice_generation(id).unwrap_or(0);
         if let Some(m) = headers.get(header::IF_MATCH) {
             let m = m.to_str().unwrap_or_default().trim();
-            if m != "*" && m != etag(id) {
+            if m != "*" && m != etag(id, generation) {
                 return Ok(StatusCode::PRECONDITION_FAILED.into_response());
             }
         }
         let frag = std::str::from_utf8(&body)
             .map_err(|_| ApiError::BadRequest("the fragment is not UTF-8".into()))?;
-        let n = viewers.trickle(id, frag)?;
-        info!(detector = %detector, viewer = id, candidates = n, "trickled candidates");
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
-    })();
+        match viewers.trickle(id, frag) {
+            Ok(n) => {
+                info!(detector = %detector, viewer = id, candidates = n, "trickled candidates");
+                Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+            }
+            // A new ufrag/pwd: an ICE restart (RFC 9725 section 4.4.1.2). The answer is
+            // our new credentials and candidates as a fragment, with a new ETag.
+            Err(lumacast_rtc::RtcError::IceRestart) => {
+                let remote = lumacast_rtc::IceParams::parse(frag)?;
+                let restarted = viewers.restart_ice(id, remote).await?;
+                info!(detector = %detector, viewer = id, generation = restarted.generation, "ICE restarted (WHEP PATCH)");
+                let mut r = (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, SDPFRAG)],
+                    restart_fragment(&restarted),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&etag(id, restarted.generation)) {
+                    r.headers_mut().insert(header::ETAG, v);
+                }
+                Ok(r)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Our side of an ICE restart as an RFC 8840 fragment: credentials, the media section's
+/// mid, our candidates, end of candidates.
+fn restart_fragment(r: &lumacast_rtc::IceRestarted) -> String {
+    let mid = r
+        .answer_sdp
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .unwrap_or("0");
+    let mut f = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{mid}\r\n",
+        r.local.ufrag, r.local.pwd
+    );
+    for c in &r.local.candidates {
+        f.push_str("a=");
+        f.push_str(c);
+        f.push_str("\r\n");
+    }
+    f.push_str("a=end-of-candidates\r\n");
+    f
 }
 
 /// `OPTIONS /whep/{detector}` (and on a session): `Accept-Post` and the ICE servers; the

@@ -15,6 +15,7 @@ use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_RTX,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -1145,6 +1146,41 @@ impl ViewerClient {
     /// gathered answer).
     pub fn offer_sdp(&self) -> &str {
         &self.offer_sdp
+    }
+
+    /// An ICE restart offer (new credentials, our candidates), applied locally; send it
+    /// to the server (WHEP PATCH fragment or `/api/sessions/{id}/ice-restart`) and apply
+    /// its answer with [`ViewerClient::accept_answer`].
+    pub async fn restart_ice_offer(&self) -> Result<String, RtcError> {
+        let offer = self
+            .pc
+            .create_offer(Some(RTCOfferOptions { ice_restart: true }))
+            .await
+            .map_err(|e| RtcError::webrtc("create_offer (ICE restart)", e))?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(|e| RtcError::webrtc("set_local_description (ICE restart)", e))?;
+        // Our candidates are kept through the restart; give the agent a moment to list
+        // them again (bounded).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let sdp = self
+                .pc
+                .local_description()
+                .await
+                .ok_or_else(|| RtcError::webrtc("local_description", "missing"))?
+                .sdp;
+            if sdp.contains("a=candidate:") || Instant::now() >= deadline {
+                return Ok(sdp);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The server's description last applied (its answer).
+    pub async fn remote_sdp(&self) -> Option<String> {
+        self.pc.remote_description().await.map(|d| d.sdp)
     }
 
     /// Applies the server's answer; the connection then starts.

@@ -48,9 +48,9 @@ pub use packetize::{MediaFrame, Packetizer, RTP_MTU};
 pub use runtime::UDP_BUFFER_BYTES;
 pub use tcpmux::IceTcpMux;
 pub use viewer::{
-    abs_capture_time, answer_offer, offer_publish, LinkStats, PlayoutDelay, PublishOffer,
-    PublishSession, RtcConfig, ViewerRegistry, ViewerSession, ViewerSnapshot, ABS_CAPTURE_TIME_URI,
-    PLAYOUT_DELAY_URI,
+    abs_capture_time, answer_offer, offer_publish, IceParams, IceRestarted, LinkStats,
+    PlayoutDelay, PublishOffer, PublishSession, RtcConfig, ViewerRegistry, ViewerSession,
+    ViewerSnapshot, ABS_CAPTURE_TIME_URI, PLAYOUT_DELAY_URI,
 };
 
 /// The H.264 profiles we can answer, in order of preference. Our encoder produces

@@ -12,7 +12,7 @@ mod task;
 
 pub use extensions::{abs_capture_time, PlayoutDelay, ABS_CAPTURE_TIME_URI, PLAYOUT_DELAY_URI};
 pub use publish::{offer_publish, PublishOffer, PublishSession};
-pub use registry::{ViewerRegistry, ViewerSnapshot};
+pub use registry::{IceParams, IceRestarted, ViewerRegistry, ViewerSnapshot};
 
 use extensions::{extmap_id, SendExtensions};
 use setup::{rtx_payload_type, setup_peer, LinkHandles, TRANSPORT_CC_URI};

@@ -32,7 +32,87 @@ pub(super) struct ViewerShared {
     /// Trickled remote candidates for the viewer task to add (bounded).
     pub(super) trickle_tx: mpsc::Sender<String>,
     pub(super) trickle_rx: Mutex<Option<mpsc::Receiver<String>>>,
+    /// ICE restarts for the viewer task to carry out (one at a time).
+    pub(super) restart_tx: mpsc::Sender<RestartRequest>,
+    pub(super) restart_rx: Mutex<Option<mpsc::Receiver<RestartRequest>>>,
+    /// ICE restarts done (WHEP's ETag changes with each).
+    pub(super) ice_generation: AtomicU64,
 }
+
+/// The viewer's new ICE credentials and candidates (from a WHEP PATCH fragment or a
+/// full offer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceParams {
+    pub ufrag: String,
+    pub pwd: String,
+    /// `candidate:…` strings (without `a=`).
+    pub candidates: Vec<String>,
+}
+
+impl IceParams {
+    /// Reads `a=ice-ufrag`, `a=ice-pwd` and `a=candidate` lines (an RFC 8840 fragment or a
+    /// whole SDP); both credentials are required.
+    pub fn parse(text: &str) -> Result<Self, RtcError> {
+        let (mut ufrag, mut pwd, mut candidates) = (None, None, Vec::new());
+        for line in text.lines().map(str::trim) {
+            if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
+                ufrag.get_or_insert_with(|| u.trim().to_string());
+            } else if let Some(p) = line.strip_prefix("a=ice-pwd:") {
+                pwd.get_or_insert_with(|| p.trim().to_string());
+            } else if let Some(c) = line.strip_prefix("a=candidate:") {
+                if c.split_whitespace().count() < 8 {
+                    return Err(RtcError::BadFragment(format!(
+                        "malformed candidate \"{line}\""
+                    )));
+                }
+                if candidates.len() < MAX_RESTART_CANDIDATES {
+                    candidates.push(format!("candidate:{c}"));
+                }
+            }
+        }
+        let ufrag = ufrag.ok_or_else(|| RtcError::BadFragment("no a=ice-ufrag".into()))?;
+        let pwd = pwd.ok_or_else(|| RtcError::BadFragment("no a=ice-pwd".into()))?;
+        // RFC 8445: ufrag 4-256 characters, pwd 22-256 (ice-chars).
+        let ice_chars = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        };
+        if !(4..=256).contains(&ufrag.len())
+            || !(22..=256).contains(&pwd.len())
+            || !ice_chars(&ufrag)
+            || !ice_chars(&pwd)
+        {
+            return Err(RtcError::BadFragment(
+                "ice-ufrag must be 4-256 and ice-pwd 22-256 ICE characters".into(),
+            ));
+        }
+        Ok(IceParams {
+            ufrag,
+            pwd,
+            candidates,
+        })
+    }
+}
+
+/// What an ICE restart gives back: our new credentials and candidates, and the whole
+/// new answer (for a client that sent a whole offer).
+#[derive(Debug, Clone)]
+pub struct IceRestarted {
+    pub answer_sdp: String,
+    pub local: IceParams,
+    /// The new ETag generation of the session.
+    pub generation: u64,
+}
+
+pub(super) struct RestartRequest {
+    pub(super) remote: IceParams,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<IceRestarted, RtcError>>,
+}
+
+/// Remote candidates taken from one restart, at most.
+const MAX_RESTART_CANDIDATES: usize = 64;
+/// Longest an ICE restart may take to be answered by the viewer task.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Trickled candidates waiting for a viewer task, at most.
 pub(super) const TRICKLE_QUEUE: usize = 64;
@@ -218,6 +298,37 @@ impl ViewerRegistry {
         Ok(n)
     }
 
+    /// Restarts ICE on viewer `id` with its new credentials and candidates (RFC 9725 ICE
+    /// restart): the same session, peer connection, DTLS and track; only the ICE agent
+    /// starts over. Returns our new credentials, candidates and answer.
+    pub async fn restart_ice(&self, id: u64, remote: IceParams) -> Result<IceRestarted, RtcError> {
+        let v = self
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or(RtcError::NoSession(id))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        v.restart_tx
+            .try_send(RestartRequest { remote, reply })
+            .map_err(|_| {
+                RtcError::Unanswerable("an ICE restart of this session is already under way".into())
+            })?;
+        match tokio::time::timeout(RESTART_TIMEOUT, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RtcError::NoSession(id)),
+            Err(_) => Err(RtcError::Unanswerable(
+                "the ICE restart was not answered in time".into(),
+            )),
+        }
+    }
+
+    /// The ETag generation of viewer `id` (ICE restarts done), `None` when unknown.
+    pub fn ice_generation(&self, id: u64) -> Option<u64> {
+        self.lock()
+            .get(&id)
+            .map(|v| v.ice_generation.load(Ordering::Relaxed))
+    }
+
     /// Asks every viewer to close (detector stopped).
     pub fn close_all(&self) {
         for v in self.lock().values() {
@@ -241,12 +352,16 @@ impl ViewerRegistry {
         }
         let (close_tx, close_rx) = watch::channel(false);
         let (trickle_tx, trickle_rx) = mpsc::channel(TRICKLE_QUEUE);
+        let (restart_tx, restart_rx) = mpsc::channel(1);
         let shared = Arc::new(ViewerShared {
             remote_ufrag: Mutex::new(None),
             since: std::time::SystemTime::now(),
             remote: Mutex::new(None),
             trickle_tx,
             trickle_rx: Mutex::new(Some(trickle_rx)),
+            restart_tx,
+            restart_rx: Mutex::new(Some(restart_rx)),
+            ice_generation: AtomicU64::new(0),
             id: NEXT_VIEWER_ID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new("new"),
             created: Instant::now(),

@@ -402,6 +402,12 @@ pub(super) async fn gathered_local_sdp(
         .await
         .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
         .sdp;
+    Ok(registered_local_sdp(cfg, sdp))
+}
+
+/// Our local description as viewers get it: its ufrag registered with the single-port
+/// sockets (UDP and TCP; their candidates moved to the shared ports), public addresses.
+pub(super) fn registered_local_sdp(cfg: &RtcConfig, sdp: String) -> String {
     let sdp = match &cfg.mux {
         Some(mux) => mux.register(&sdp),
         None => sdp,
@@ -410,7 +416,49 @@ pub(super) async fn gathered_local_sdp(
         Some(tcp_mux) if cfg.ice_tcp => tcp_mux.register(&sdp),
         _ => sdp,
     };
-    Ok(with_public_ips(&sdp, &cfg.public_ips))
+    with_public_ips(&sdp, &cfg.public_ips)
+}
+
+/// The viewer's offer again, with new ICE credentials and candidates (an ICE restart):
+/// the old `a=ice-ufrag`/`a=ice-pwd` replaced, old candidates dropped, the new ones in the
+/// first media section, and the session version bumped (RFC 3264 section 8).
+pub(super) fn restarted_offer(offer: &str, remote: &super::IceParams) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut first_media_end = None;
+    let mut media_sections = 0;
+    for line in offer.lines() {
+        let l = line.trim_end();
+        if l.starts_with("a=candidate:") || l == "a=end-of-candidates" {
+            continue;
+        }
+        if l.starts_with("m=") {
+            media_sections += 1;
+            if media_sections == 2 {
+                first_media_end = Some(lines.len());
+            }
+        }
+        if let Some(o) = l.strip_prefix("o=") {
+            // o=<username> <sess-id> <sess-version> IN IP4 <address>
+            let mut f: Vec<String> = o.split(' ').map(str::to_string).collect();
+            if let Some(v) = f.get(2).and_then(|v| v.parse::<u64>().ok()) {
+                f[2] = (v + 1).to_string();
+            }
+            lines.push(format!("o={}", f.join(" ")));
+        } else if l.starts_with("a=ice-ufrag:") {
+            lines.push(format!("a=ice-ufrag:{}", remote.ufrag));
+        } else if l.starts_with("a=ice-pwd:") {
+            lines.push(format!("a=ice-pwd:{}", remote.pwd));
+        } else {
+            lines.push(l.to_string());
+        }
+    }
+    // The new candidates at the end of the first media section (the bundle's transport).
+    let at = first_media_end.unwrap_or(lines.len());
+    let candidates = remote.candidates.iter().map(|c| format!("a={c}"));
+    lines.splice(at..at, candidates);
+    let mut out = lines.join("\r\n");
+    out.push_str("\r\n");
+    out
 }
 
 /// The payload type the sender ended up with after negotiation.

@@ -3,9 +3,10 @@
 
 use super::extensions::{abs_capture_time, SendExtensions};
 use super::registry::{
-    lock_samples, push_bounded, set_state, state_name, ViewerRegistry, ViewerShared,
+    lock_samples, push_bounded, set_state, state_name, IceParams, IceRestarted, ViewerRegistry,
+    ViewerShared,
 };
-use super::setup::LinkHandles;
+use super::setup::{registered_local_sdp, restarted_offer, LinkHandles};
 use super::{AbortOnDrop, LinkStats, RtcConfig};
 use crate::bus::{FrameBus, KeyframeRequest};
 use crate::interceptor::has_keyframe_request;
@@ -13,6 +14,7 @@ use crate::ladder::RenditionChooser;
 use crate::pacing::{SendQueue, PACING_FACTOR};
 use crate::wire::WireTap;
 use crate::MediaFrame;
+use crate::RtcError;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use tracing::{debug, info, warn, Instrument};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState};
+use webrtc::peer_connection::{
+    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
+};
 
 /// Resolves once the close switch is on (or its sender is gone).
 pub(super) async fn wait_closed(rx: &mut watch::Receiver<bool>) {
@@ -251,6 +255,53 @@ impl ViewerTask {
         }
     }
 
+    /// An ICE restart (RFC 9725): the viewer's offer again with its new credentials and
+    /// candidates; webrtc-rs restarts the ICE agent on it (keeping our candidates, DTLS and
+    /// SRTP) and answers with new local credentials, which the single-port sockets learn.
+    async fn restart_ice(&mut self, remote: &IceParams) -> Result<IceRestarted, RtcError> {
+        let offer = self
+            .pc
+            .remote_description()
+            .await
+            .ok_or_else(|| RtcError::Unanswerable("the session has no offer yet".into()))?
+            .sdp;
+        let offer = restarted_offer(&offer, remote);
+        let offer =
+            RTCSessionDescription::offer(offer).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| RtcError::Unanswerable(format!("ICE restart: {e}")))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| RtcError::Unanswerable(format!("ICE restart: {e}")))?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| RtcError::webrtc("set_local_description (ICE restart)", e))?;
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::webrtc("local_description", "missing after set"))?
+            .sdp;
+        let answer_sdp = registered_local_sdp(&self.cfg, sdp);
+        let local = IceParams::parse(&answer_sdp)?;
+        *self
+            .shared
+            .remote_ufrag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(remote.ufrag.clone());
+        let generation = self.shared.ice_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(IceRestarted {
+            answer_sdp,
+            local,
+            generation,
+        })
+    }
+
     pub(super) async fn run(mut self) {
         self.metrics.viewers.increment(1.0);
         let reason = self.stream().await;
@@ -379,11 +430,25 @@ impl ViewerTask {
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue_drops = 0u64;
 
+        let mut restart_rx = self
+            .shared
+            .restart_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let reason = loop {
             let release = queue.next_release(Instant::now());
             tokio::select! {
                 biased;
                 _ = wait_closed(&mut self.close_rx) => break "closed by server",
+                Some(req) = async { restart_rx.as_mut()?.recv().await }, if restart_rx.is_some() => {
+                    let result = self.restart_ice(&req.remote).await;
+                    match &result {
+                        Ok(r) => info!(generation = r.generation, candidates = req.remote.candidates.len(), "ICE restarted"),
+                        Err(e) => warn!(error = %e, "ICE restart refused"),
+                    }
+                    let _ = req.reply.send(result);
+                }
                 changed = self.state_rx.changed() => {
                     if changed.is_err() {
                         break "peer connection dropped";
