@@ -593,3 +593,114 @@ async fn chromium_plays_through_turn(lab_index: u8, transport: &str) {
         "fewer than {MIN_FPS} frames decoded a second through TURN: {summary}\n{transcript}"
     );
 }
+
+/// A viewer whose network changes under it (its address moves to another subnet, the old
+/// one is gone) gets video again on the same session: the page restarts ICE
+/// (`/api/sessions/{id}/ice-restart`) instead of making a new offer (lab 37).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_whose_address_changes_gets_video_again_through_an_ice_restart() {
+    use common::netlab::lab_or_skip;
+    use std::os::unix::process::CommandExt;
+    use tokio::io::AsyncBufReadExt;
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/tests/browser/ice_restart.mjs");
+    assert!(
+        std::path::Path::new(&format!(
+            "{root}/tests/browser/node_modules/playwright-core"
+        ))
+        .exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
+    );
+    let Some(lab) = lab_or_skip(37) else {
+        return;
+    };
+    let (_server, server) = common::spawn_binary_at(
+        &format!("{}:0", lab.root_ip),
+        &format!("{}:0,127.0.0.1:0", lab.root_ip),
+        &["--ice-tcp", "off"],
+    )
+    .await;
+    let url = format!("http://{}/", server.addr);
+    let shot = format!("{root}/target/browser-ice-restart.png");
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let mut cmd = lab.exec("node");
+    cmd.args([script.as_str(), &url, "12", &shot])
+        .process_group(0);
+    let mut child = tokio::process::Command::from(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs in the namespace");
+    let _group = Group(child.id().expect("pid"));
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let playing = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.trim() == "PLAYING" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(playing, "the page did not play before the network change");
+    let (_, before) = common::http(server.addr, "GET", "/api/sessions", None).await;
+    let new_ip = lab.move_viewer();
+    eprintln!("viewer moved to {new_ip}");
+    let mut out = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "ice_restart.mjs did not finish");
+    let status = child.wait().await.expect("node");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(status.success(), "ice_restart.mjs failed:\n{out}\n{stderr}");
+    let j: serde_json::Value = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON from ice_restart.mjs:\n{out}\n{stderr}"));
+    eprintln!("ICE restart after a network change: {j}");
+    let (_, after) = common::http(server.addr, "GET", "/api/sessions", None).await;
+    assert!(
+        j["ice_restarts"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && !r[0]["answered"].is_null()),
+        "the page did not restart ICE: {j}"
+    );
+    assert_eq!(
+        j["peer_connections"], 1,
+        "the page made a new peer connection: {j}"
+    );
+    assert!(
+        j["frames_after"].as_u64().unwrap_or(0) >= 60,
+        "too few frames after the restart: {j}"
+    );
+    assert_eq!(after["count"], 1, "{after}");
+    assert_eq!(
+        after["sessions"][0]["id"], before["sessions"][0]["id"],
+        "the same session before and after: {before} / {after}"
+    );
+    assert_eq!(
+        after["sessions"][0]["remote_address"], before["sessions"][0]["remote_address"],
+        "(the HTTP peer is recorded at the offer)"
+    );
+}

@@ -317,6 +317,38 @@ impl NetLab {
         nft(&script).unwrap_or_else(|e| panic!("allow_only: {e}\n{script}"));
     }
 
+    /// The viewer's machine changes networks: its address moves from `ns_ip` to a second
+    /// subnet of the veth pair (10.77.INDEX.6, the server side .5), the old one is gone,
+    /// and its default route goes through the new subnet. The server stays reachable on
+    /// `root_ip`. Returns the new address.
+    pub fn move_viewer(&self) -> Ipv4Addr {
+        let o = self.root_ip.octets();
+        let (root2, ns2) = (
+            Ipv4Addr::new(o[0], o[1], o[2], 5),
+            Ipv4Addr::new(o[0], o[1], o[2], 6),
+        );
+        run(
+            "ip",
+            &["addr", "add", &format!("{root2}/30"), "dev", &self.root_if],
+        )
+        .unwrap_or_else(|e| panic!("move_viewer: {e}"));
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &self.ns, "ip"];
+            all.extend_from_slice(args);
+            run("ip", &all).unwrap_or_else(|e| panic!("move_viewer: {e}"))
+        };
+        in_ns(&["addr", "add", &format!("{ns2}/30"), "dev", &self.ns_if]);
+        in_ns(&[
+            "addr",
+            "del",
+            &format!("{}/30", self.ns_ip),
+            "dev",
+            &self.ns_if,
+        ]);
+        in_ns(&["route", "replace", "default", "via", &root2.to_string()]);
+        ns2
+    }
+
     /// This lab's nftables table with its counters (for failure messages).
     pub fn nft_stats(&self) -> String {
         if !self.has_table {
