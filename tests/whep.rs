@@ -171,7 +171,8 @@ async fn whep_patch_takes_trickled_candidates_and_refuses_bad_ice_restarts() {
     assert_eq!(st, 412);
     // an ICE restart whose password is too short (RFC 8445: 22 characters at least): 400,
     // nothing restarted (tests/ice_restart.rs restarts for real)
-    let restart = "a=ice-ufrag:newufrag\r\na=ice-pwd:short\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n";
+    let restart =
+        "a=ice-ufrag:newufrag\r\na=ice-pwd:short\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n";
     let (st, _, _) = http_with(
         addr,
         "PATCH",
