@@ -13,7 +13,11 @@
 #
 # Scenarios: cap2000 cap1000 cap500 (tbf caps in kbit/s, 20 kB burst, 100 ms queue),
 # uncapped, lift2000 (2 Mb/s lifted after 10 s, 25 s run), loss2 (2 % random UDP loss,
-# no cap). Each scenario gets a fresh server. The JSON line and a screenshot of the page
+# no cap), direct / turnudp / turntcp (a real coturn on the server's address: the server
+# gets it as --ice-server; direct lets everything through, turnudp lets only HTTP and UDP to
+# the TURN port through, turntcp only HTTP and TCP to it, so the browser plays over a
+# relay; compare them interleaved: `direct turnudp turntcp direct turnudp turntcp`).
+# Each scenario gets a fresh server. The JSON line and a screenshot of the page
 # at the end of each run are kept in target/bench-browser-links/<date>/. Needs root,
 # iproute2, nftables, python3, /usr/bin/chromium (CHROMIUM overrides) and
 # `npm ci --prefix tests/browser`. No netem in this kernel: no added delay (see
@@ -26,7 +30,7 @@ LIFT_SECONDS="${LIFT_SECONDS:-25}"
 WARMUP="${WARMUP:-3}"
 SERVER_ARGS="${SERVER_ARGS:-}"
 LAB="${LAB:-201}"                    # third octet of the lab's /30
-ALL=(cap2000 cap1000 cap500 uncapped lift2000 loss2)
+ALL=(cap2000 cap1000 cap500 uncapped lift2000 loss2 direct turnudp turntcp)
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL[@]}"); fi
 
 [ "$(id -u)" -eq 0 ] || { echo "bench-browser-links: needs root (network namespaces)" >&2; exit 1; }
@@ -46,7 +50,8 @@ mkdir -p "$OUT"
 # The lab: the same recipe as tests/common/netlab.rs.
 NS="lcc$$"; ROOT_IF="lcrc$$"; NS_IF="lcnc$$"; TABLE="lcc$$"
 ROOT_IP="10.77.$LAB.1"; NS_IP="10.77.$LAB.2"
-SERVER_PID=""; LIFT_PID=""; TMP="$(mktemp -d)"
+SERVER_PID=""; LIFT_PID=""; TURN_PID=""; TMP="$(mktemp -d)"
+TURN_PORT="${TURN_PORT:-3479}"; TURN_USER=lumacast; TURN_PASS=bench-secret
 
 stop_server() {
   if [ -n "$SERVER_PID" ]; then
@@ -58,6 +63,7 @@ cleanup() {
   set +e
   [ -n "$LIFT_PID" ] && kill "$LIFT_PID" 2>/dev/null
   stop_server
+  [ -n "$TURN_PID" ] && kill "$TURN_PID" 2>/dev/null && wait "$TURN_PID" 2>/dev/null
   nft delete table inet "$TABLE" 2>/dev/null
   ip link del "$ROOT_IF" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
@@ -90,10 +96,36 @@ add rule inet $TABLE out oifname "$ROOT_IF" meta l4proto udp numgen random mod 1
 EOF
 }
 unshape() { uncap; nft delete table inet "$TABLE" 2>/dev/null || true; }
+# only TCP_PORTS UDP_PORTS: nothing but these ports of the server's address gets through
+# between the namespace and the server (as tests/common/netlab.rs allow_only).
+only() {
+  nft -f - <<EOF
+add table inet $TABLE
+add chain inet $TABLE only_in { type filter hook input priority 0; policy accept; }
+add chain inet $TABLE only_out { type filter hook output priority 0; policy accept; }
+add rule inet $TABLE only_in iifname "$ROOT_IF" tcp dport { $1 } accept
+add rule inet $TABLE only_in iifname "$ROOT_IF" udp dport { $2 } accept
+add rule inet $TABLE only_in iifname "$ROOT_IF" drop
+add rule inet $TABLE only_out oifname "$ROOT_IF" tcp sport { $1 } accept
+add rule inet $TABLE only_out oifname "$ROOT_IF" udp sport { $2 } accept
+add rule inet $TABLE only_out oifname "$ROOT_IF" drop
+EOF
+}
+start_turn() {
+  [ -n "$TURN_PID" ] && return 0
+  command -v turnserver >/dev/null 2>&1 || { echo "bench-browser-links: turnserver missing (apt-get install coturn)" >&2; exit 1; }
+  turnserver -n --listening-ip "$ROOT_IP" --listening-port "$TURN_PORT" --relay-ip "$ROOT_IP" \
+    --min-port 49000 --max-port 49199 --lt-cred-mech --user "$TURN_USER:$TURN_PASS" --realm bench \
+    --no-tls --no-dtls --no-cli --allow-loopback-peers --no-rfc5780 --simple-log \
+    --log-file "$TMP/turn.log" >/dev/null 2>&1 &
+  TURN_PID=$!
+  sleep 0.5
+}
+TURN_ARGS="--ice-server turn:$ROOT_IP:$TURN_PORT?transport=udp,turn:$ROOT_IP:$TURN_PORT?transport=tcp --ice-username $TURN_USER --ice-credential $TURN_PASS"
 
 start_server() {
   # shellcheck disable=SC2086
-  "$SERVER" --listen "$ROOT_IP:0" --ice-addr "$ROOT_IP:0,127.0.0.1:0" $SERVER_ARGS \
+  "$SERVER" --listen "$ROOT_IP:0" --ice-addr "$ROOT_IP:0,127.0.0.1:0" $SERVER_ARGS ${1:-} \
     >"$TMP/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
@@ -129,7 +161,8 @@ sizes = " ".join(f"{k}:{v}" for k, v in j["sizes_after_warmup"].items()) or "non
 print(f"{name:<10} fps {j['fps_after_warmup'] or 0:5.1f}  gap {j['max_gap_ms_after_warmup']:6.0f} ms  "
       f"stripe p50/p99 {ms(s['p50_ms'])}/{ms(s['p99_ms'])} ms  rtp p50/p99 {ms(r['p50_ms'])}/{ms(r['p99_ms'])} ms  "
       f"jb {ms(j['jitter_buffer_ms_per_frame_after_warmup'])} ms  rx {ms(j['received_kbps_after_warmup'])} kb/s  "
-      f"nack {j['nack_count']} pli {j['pli_count']} freezes {j['freeze_count']}  sizes {sizes}")
+      f"nack {j['nack_count']} pli {j['pli_count']} freezes {j['freeze_count']}  sizes {sizes}  "
+      f"pair {(j.get('selected_pair') or {}).get('local_type')}/{(j.get('selected_pair') or {}).get('local_relay_protocol')}")
 if last:
     tail = j["per_second"][-last:]
     agg = {}
@@ -144,8 +177,15 @@ EOF
 echo "==> $SECONDS_PER_RUN s per scenario (lift2000: $LIFT_SECONDS s), figures after ${WARMUP} s; JSON and screenshots in $OUT"
 for scenario in "${SCENARIOS[@]}"; do
   unshape
-  start_server
   case "$scenario" in
+    direct|turnudp|turntcp) start_turn; start_server "$TURN_ARGS" ;;
+    *) start_server ;;
+  esac
+  HTTP_PORT="${URL##*:}"
+  case "$scenario" in
+    direct) viewer direct; report direct ;;
+    turnudp) only "$HTTP_PORT" "$TURN_PORT"; viewer turnudp; report turnudp ;;
+    turntcp) only "$HTTP_PORT, $TURN_PORT" "0"; viewer turntcp; report turntcp ;;
     cap2000) cap 2000; viewer cap2000; report cap2000 ;;
     cap1000) cap 1000; viewer cap1000; report cap1000 ;;
     cap500)  cap 500;  viewer cap500;  report cap500 ;;
