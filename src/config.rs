@@ -16,7 +16,8 @@ pub struct Config {
 
     /// A detector to offer, as `NAME=KIND[,key=value...]`. KIND is `synthetic`,
     /// `camera`, `replay` or `push`. Keys: width, height, fps, bits (synthetic, push:
-    /// 8..16), index (camera), path (replay), bitrate (bit/s), keyint (frames), ladder (`1/2/4` or `off`). Repeat for several detectors; the first is
+    /// 8..16), index (camera), path (replay), bitrate (bit/s), keyint (frames), ladder (`1/2/4` or `off`),
+    /// pixel_um (µm per detector pixel: scale bar, lengths in µm). Repeat for several detectors; the first is
     /// the default. Default: `synthetic=synthetic`.
     #[arg(long = "detector", env = "LUMACAST_DETECTORS", value_delimiter = ';')]
     pub detectors: Vec<String>,
@@ -375,6 +376,8 @@ pub struct DetectorSpec {
     pub keyint: u32,
     /// The rendition ladder as size divisors (`[1]`: off).
     pub ladder: Vec<u32>,
+    /// µm per detector pixel, when known (the `pixel_um` stream parameter starts with it).
+    pub pixel_um: Option<f64>,
 }
 
 /// A ladder from the command line: `1,2,4`, `1/2/4` (inside a detector's options), `on`
@@ -477,6 +480,7 @@ impl DetectorSpec {
         let mut keyint = defaults.keyint;
         let mut ladder = parse_ladder(&defaults.ladder)?;
         let mut path = None;
+        let mut pixel_um = None;
         for kv in parts {
             let (k, v) = kv
                 .split_once('=')
@@ -492,6 +496,13 @@ impl DetectorSpec {
                 "keyint" => keyint = v.parse::<u32>().map_err(|e| bad(&e))?,
                 "ladder" => ladder = parse_ladder(v).map_err(|e| bad(&e))?,
                 "path" => path = Some(std::path::PathBuf::from(v.trim())),
+                "pixel_um" => {
+                    let um = v.trim().parse::<f64>().map_err(|e| bad(&e))?;
+                    pixel_um = Some(
+                        crate::params::check_pixel_um("pixel_um", um)
+                            .map_err(|e| bad(&e.message))?,
+                    );
+                }
                 other => return Err(format!("detector \"{name}\": unknown key \"{other}\"")),
             }
         }
@@ -551,6 +562,7 @@ impl DetectorSpec {
             bitrate,
             keyint,
             ladder,
+            pixel_um,
         })
     }
 }
@@ -660,6 +672,9 @@ mod tests {
         let specs = c.detector_specs().unwrap();
         assert_eq!(specs[0].name, "a");
         assert_eq!(specs[1].kind_name(), "camera");
+        assert_eq!(specs[0].pixel_um, None);
+        let s = DetectorSpec::parse("ext=push,pixel_um=6.5", &c).unwrap();
+        assert_eq!(s.pixel_um, Some(6.5));
         for bad in [
             "x",
             "a=foo",
@@ -667,6 +682,12 @@ mod tests {
             "a=synthetic,width=8",
             "a b=synthetic",
             "a=synthetic,zoom=2",
+            "a=synthetic,pixel_um=0",
+            "a=synthetic,pixel_um=-1",
+            "a=synthetic,pixel_um=nan",
+            "a=synthetic,pixel_um=inf",
+            "a=synthetic,pixel_um=2e6",
+            "a=synthetic,pixel_um=six",
         ] {
             assert!(DetectorSpec::parse(bad, &c).is_err(), "{bad}");
         }

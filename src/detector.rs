@@ -117,6 +117,8 @@ pub struct DetectorStatus {
     pub fps: f64,
     pub pixel_format: String,
     pub viewers: usize,
+    /// µm per detector pixel (the `pixel_um` stream parameter); `null` when unknown.
+    pub pixel_um: Option<f64>,
     /// Why the detector stopped by itself (its source failed); cleared by a restart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -131,11 +133,10 @@ impl Detectors {
                 (
                     spec.name.clone(),
                     Slot {
-                        params: Arc::new(ParamsCell::new(StreamParams::new(
-                            spec.bitrate,
-                            spec.keyint,
-                            spec.ladder.clone(),
-                        ))),
+                        params: Arc::new(ParamsCell::new(StreamParams {
+                            pixel_um: spec.pixel_um,
+                            ..StreamParams::new(spec.bitrate, spec.keyint, spec.ladder.clone())
+                        })),
                         spec,
                         running: None,
                     },
@@ -381,6 +382,7 @@ impl Detectors {
                     fps,
                     pixel_format: fmt,
                     viewers: slot.running.as_ref().map_or(0, |r| r.viewers.len()),
+                    pixel_um: slot.params.get().pixel_um,
                     error: slot.running.as_ref().and_then(|r| r.failure()),
                 }
             })

@@ -22,6 +22,8 @@ pub const BITRATE_RANGE: (u32, u32) = (100_000, 50_000_000);
 pub const KEYINT_RANGE: (u32, u32) = (0, 1000);
 /// Range of `max_fps`.
 pub const MAX_FPS_RANGE: (f64, f64) = (0.1, 240.0);
+/// Largest `pixel_um` (µm per detector pixel) accepted: a metre per pixel.
+pub const MAX_PIXEL_UM: f64 = 1e6;
 
 /// A rejected parameter: which field and why. Maps to HTTP 400.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -60,6 +62,9 @@ pub struct StreamParams {
     /// The rendition ladder as size divisors, best first: `[1, 2, 4]` is full, half and
     /// quarter size; `[1]` turns the ladder off (every viewer gets the full size).
     pub ladder: Vec<u32>,
+    /// The size of one detector pixel in the sample, µm (`None`: unknown). Not used to
+    /// encode: viewers draw a scale bar with it and the values answers give lengths in µm.
+    pub pixel_um: Option<f64>,
 }
 
 /// The ladder a detector starts with: full, half and quarter size.
@@ -76,6 +81,7 @@ impl StreamParams {
             bitrate: (bitrate > 0).then_some(bitrate),
             keyint,
             ladder,
+            pixel_um: None,
         }
     }
 
@@ -107,6 +113,7 @@ impl StreamParams {
             "bitrate": self.bitrate,
             "keyint": self.keyint,
             "ladder": self.ladder,
+            "pixel_um": self.pixel_um,
         })
     }
 
@@ -218,6 +225,9 @@ impl StreamParams {
                     p.keyint = n;
                 }
                 "ladder" => p.ladder = parse_ladder(k, v)?,
+                "pixel_um" => {
+                    p.pixel_um = opt_f64(k, v)?.map(|u| check_pixel_um(k, u)).transpose()?
+                }
                 _ => return Err(bad(k, "unknown parameter")),
             }
         }
@@ -265,6 +275,18 @@ impl StreamParams {
             .validate(shape.width, shape.height)
             .map_err(frame_error_to_param)?;
         Ok(p)
+    }
+}
+
+/// `pixel_um` (µm per detector pixel): finite, above 0, at most [`MAX_PIXEL_UM`].
+pub fn check_pixel_um(field: &str, um: f64) -> Result<f64, ParamError> {
+    if um.is_finite() && um > 0.0 && um <= MAX_PIXEL_UM {
+        Ok(um)
+    } else {
+        Err(bad(
+            field,
+            format!("{um} µm per pixel is outside (0, {MAX_PIXEL_UM}]"),
+        ))
     }
 }
 
@@ -369,6 +391,7 @@ pub fn from_imswitch(
         "bitrate",
         "keyint",
         "ladder",
+        "pixel_um",
     ];
     let mut patch = Map::new();
     let mut ignored = Vec::new();
@@ -647,6 +670,10 @@ mod tests {
             (json!({"ladder": [1, 2, 4, 8, 16]}), "ladder"),
             (json!({"ladder": [1, 0]}), "ladder"),
             (json!({"ladder": "x"}), "ladder"),
+            (json!({"pixel_um": 0}), "pixel_um"),
+            (json!({"pixel_um": -6.5}), "pixel_um"),
+            (json!({"pixel_um": 2e6}), "pixel_um"),
+            (json!({"pixel_um": "6.5"}), "pixel_um"),
             (json!({"brightness": 3}), "brightness"),
         ] {
             let e = patch(&p, body.clone()).unwrap_err();

@@ -11,6 +11,9 @@ const GATHER_TIMEOUT_MS = 1500;   // send what was gathered after this
 const GATHER_QUIET_MS = 30;
 const RETRY_MIN_MS = 500, RETRY_MAX_MS = 5000;
 const STALL_MS = 4000;            // no new decoded frame this long: reconnect
+// Grid mode (?grid=1): every running detector at once, one tile and one peer connection
+// each (see "Several detectors at once" below); the single viewer does not start.
+const GRID = !["", "0", null].includes(new URLSearchParams(location.search).get("grid"));
 
 let pc = null;
 let wanted = false;           // the user wants to watch
@@ -110,6 +113,40 @@ function closePeer() {
   if (pc) { try { pc.close(); } catch (_) { /* already closed */ } }
   pc = null;
   lastStats = null;
+  lastBytes = { n: -1, t: 0 };
+}
+
+// ICE restart (same session, same peer connection): when the connection drops (the
+// laptop changed networks, Wi-Fi roamed), the page asks for one before it falls back to
+// a new offer. At most one per ICE_RESTART_EVERY_MS; a failed one falls back at once.
+const ICE_RESTART_EVERY_MS = 8000;
+const NO_BYTES_MS = 1500;
+let lastBytes = { n: -1, t: 0 };
+let iceRestartPending = false, lastIceRestart = -Infinity;
+
+async function restartIce(conn, mySession, reason) {
+  const now = performance.now();
+  if (iceRestartPending || !viewerId || now - lastIceRestart < ICE_RESTART_EVERY_MS) return false;
+  iceRestartPending = true;
+  lastIceRestart = now;
+  setStatus(`${reason}; restarting ICE…`, "warn");
+  const record = { at: Math.round(now), reason, answered: null };
+  window.lumacast.iceRestarts = (window.lumacast.iceRestarts || []).concat([record]);
+  try {
+    await conn.setLocalDescription(await conn.createOffer({ iceRestart: true }));
+    await waitForGathering(conn);
+    const answer = await api(`/api/sessions/${viewerId}/ice-restart`, {
+      sdp: conn.localDescription.sdp, type: "offer",
+    });
+    if (mySession !== sessionId) return true;
+    await conn.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    record.answered = Math.round(performance.now());
+  } catch (e) {
+    if (mySession === sessionId) { iceRestartPending = false; scheduleRetry(`ICE restart failed: ${e.message}`); }
+  } finally {
+    iceRestartPending = false;
+  }
+  return true;
 }
 
 function scheduleRetry(reason) {
@@ -147,33 +184,22 @@ async function connect(ready) {
   lastProgress = performance.now();
   setStatus("connecting…");
   try {
-    const conn = new RTCPeerConnection({ iceServers: await iceServers() });
+    const conn = newReceiver(video, await iceServers());
     if (mySession !== sessionId) { conn.close(); return; }
     pc = conn;
-    const transceiver = conn.addTransceiver("video", { direction: "recvonly" });
-    // Chromium offers abs-capture-time only when asked: the server then stamps each
-    // frame with its capture time, and getSynchronizationSources() reports it.
-    try {
-      if (transceiver.setHeaderExtensionsToNegotiate) {
-        transceiver.setHeaderExtensionsToNegotiate(transceiver.getHeaderExtensionsToNegotiate().map((e) =>
-          (e.uri.endsWith("/abs-capture-time") ? { ...e, direction: "sendrecv" } : e)));
-      }
-    } catch (_) { /* an older browser: the metadata channel still gives capture times */ }
-    openMetadataChannel(conn, mySession);
-    conn.ontrack = (ev) => {
-      // Live view: ask the receiver not to buffer for smoothness (standard
-      // jitterBufferTarget, and Chromium's older playoutDelayHint).
-      try { ev.receiver.jitterBufferTarget = 0; } catch (_) { /* unsupported */ }
-      try { ev.receiver.playoutDelayHint = 0; } catch (_) { /* unsupported */ }
-      video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
-      video.play().catch(() => {});
-    };
+    openMetadataChannel(conn, () => mySession === sessionId, meta);
     conn.onconnectionstatechange = () => {
       if (mySession !== sessionId) return;
       const s = conn.connectionState;
       if (s === "connected") { mark("connected"); retryMs = RETRY_MIN_MS; setStatus("connected", "ok"); }
-      else if (s === "failed" || s === "closed") scheduleRetry(`connection ${s}`);
-      else if (s === "disconnected") setStatus("disconnected…", "warn");
+      else if (s === "closed") scheduleRetry("connection closed");
+      else if (s === "failed" || s === "disconnected") {
+        if (!iceRestartPending) {
+          restartIce(conn, mySession, `connection ${s}`).then((tried) => {
+            if (!tried && s === "failed" && mySession === sessionId) scheduleRetry("connection failed");
+          });
+        }
+      }
     };
     const gathered = (async () => {
       await conn.setLocalDescription(await conn.createOffer());
@@ -194,6 +220,47 @@ async function connect(ready) {
   } catch (e) {
     if (mySession === sessionId) scheduleRetry(`error: ${e.message}`);
   }
+}
+
+// A peer connection (with these STUN/TURN servers) that receives one video track into
+// `videoEl`: the single view and every grid tile make theirs here.
+function newReceiver(videoEl, servers) {
+  const conn = new RTCPeerConnection({ iceServers: servers });
+  const transceiver = conn.addTransceiver("video", { direction: "recvonly" });
+  // Chromium offers abs-capture-time only when asked: the server then stamps each
+  // frame with its capture time, and getSynchronizationSources() reports it.
+  try {
+    if (transceiver.setHeaderExtensionsToNegotiate) {
+      transceiver.setHeaderExtensionsToNegotiate(transceiver.getHeaderExtensionsToNegotiate().map((e) =>
+        (e.uri.endsWith("/abs-capture-time") ? { ...e, direction: "sendrecv" } : e)));
+    }
+  } catch (_) { /* an older browser: the metadata channel still gives capture times */ }
+  conn.ontrack = (ev) => {
+    // Live view: ask the receiver not to buffer for smoothness (standard
+    // jitterBufferTarget, and Chromium's older playoutDelayHint).
+    try { ev.receiver.jitterBufferTarget = 0; } catch (_) { /* unsupported */ }
+    try { ev.receiver.playoutDelayHint = 0; } catch (_) { /* unsupported */ }
+    videoEl.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    videoEl.play().catch(() => {});
+  };
+  return conn;
+}
+
+// The inbound video statistics of `conn` (null when it has none yet), and the frame and
+// bit rates since `last` (the numbers of an earlier look, with its time `t`).
+async function inboundVideo(conn) {
+  let inbound = null;
+  const report = await conn.getStats();
+  report.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") inbound = s; });
+  return inbound;
+}
+function inboundRates(inbound, last, now) {
+  if (!inbound || !last) return { fps: 0, kbps: 0 };
+  const dt = (now - last.t) / 1000;
+  return {
+    fps: (inbound.framesDecoded - last.framesDecoded) / dt,
+    kbps: (8 * (inbound.bytesReceived - last.bytesReceived)) / dt / 1000,
+  };
 }
 
 // `listed`: resolves once the detector list is loaded (the page's first start).
@@ -223,17 +290,9 @@ async function stop() {
 async function updateOverlay() {
   if (!pc) { overlay.textContent = wanted ? "connecting…" : "stopped — press Start"; return; }
   let inbound = null;
-  try {
-    const report = await pc.getStats();
-    report.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") inbound = s; });
-  } catch (_) { return; }
+  try { inbound = await inboundVideo(pc); } catch (_) { return; }
   const now = performance.now();
-  let fps = 0, kbps = 0;
-  if (inbound && lastStats) {
-    const dt = (now - lastStats.t) / 1000;
-    fps = (inbound.framesDecoded - lastStats.framesDecoded) / dt;
-    kbps = (8 * (inbound.bytesReceived - lastStats.bytesReceived)) / dt / 1000;
-  }
+  const { fps, kbps } = inboundRates(inbound, lastStats, now);
   if (inbound && (!lastStats || inbound.framesDecoded > lastStats.framesDecoded)) lastProgress = now;
   // The browser's own share, per frame since the last look: how long frames waited in
   // its jitter buffer, how long decoding took, and receive → decoded in all.
@@ -257,9 +316,19 @@ async function updateOverlay() {
   }
   // A server that restarted or vanished leaves the connection "connected" or
   // "disconnected" for a long time without video: treat a stall as a failure.
-  if (wanted && lastProgress && now - lastProgress > STALL_MS) {
-    lastProgress = 0;
-    scheduleRetry(`no video for ${STALL_MS / 1000} s`);
+  // Nothing at all arriving (not even the bytes of a slow detector's frames) for
+  // NO_BYTES_MS: the path is gone (a network change): restart ICE without waiting for
+  // the stall.
+  if (inbound && inbound.bytesReceived !== lastBytes.n) lastBytes = { n: inbound.bytesReceived, t: now };
+  if (wanted && lastBytes.t && now - lastBytes.t > NO_BYTES_MS && !iceRestartPending) {
+    lastBytes.t = now;
+    restartIce(pc, sessionId, `nothing received for ${NO_BYTES_MS / 1000} s`);
+  }
+  if (wanted && lastProgress && now - lastProgress > STALL_MS && !iceRestartPending) {
+    // An ICE restart first (once per ICE_RESTART_EVERY_MS), then a new offer.
+    const conn = pc, reason = `no video for ${STALL_MS / 1000} s`;
+    lastProgress = now;
+    restartIce(conn, sessionId, reason).then((tried) => { if (!tried) scheduleRetry(reason); });
     return;
   }
   if (viewerId && now - lastLinkPoll > 2000) {
@@ -323,16 +392,22 @@ const LATENCY_WINDOW = 150;
 // picture. The server's clock offset: server time − the midpoint of our send and receive
 // times, from the ping with the shortest round trip among the last 30 (pings every 250 ms
 // for the first 2 s, then every 2 s).
-const meta = { frames: 0, missed: 0, lastSeq: null, byRtp: new Map(), offset: null, rtt: Infinity, pings: [] };
+function newMeta() {
+  return { frames: 0, missed: 0, lastSeq: null, byRtp: new Map(), offset: null, rtt: Infinity, pings: [] };
+}
+const meta = newMeta();   // the single view's; each grid tile has its own
 const META_FRAMES = 300, META_PINGS = 30;
 
-function openMetadataChannel(conn, mySession) {
+// `alive()`: false once this connection is replaced (its pings stop); `m`: the state its
+// messages fill in.
+function openMetadataChannel(conn, alive, m) {
+  const meta = m;
   Object.assign(meta, { frames: 0, missed: 0, lastSeq: null, offset: null, rtt: Infinity, pings: [] });
   meta.byRtp.clear();
   const dc = conn.createDataChannel("lumacast-meta");
   let timer = null, sent = 0;
   const ping = () => {
-    if (dc.readyState !== "open" || mySession !== sessionId) { clearTimeout(timer); return; }
+    if (dc.readyState !== "open" || !alive()) { clearTimeout(timer); return; }
     dc.send(JSON.stringify({ type: "ping", t: performance.timeOrigin + performance.now() }));
     sent++;
     timer = setTimeout(ping, sent < 8 ? 250 : 2000);
@@ -405,18 +480,28 @@ function pushSample(list, v) {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
+// Capture → display of a presented frame (requestVideoFrameCallback's `frame`), from what
+// the metadata channel `m` said of it and the server's clock offset; null until both.
+function captureToDisplay(m, frame) {
+  const info = frame.rtpTimestamp !== undefined ? m.byRtp.get(frame.rtpTimestamp) : undefined;
+  if (!info || m.offset === null) return null;
+  // expectedDisplayTime is on the performance clock; map it to wall-clock ms.
+  const shownMs = performance.timeOrigin + (frame.expectedDisplayTime || performance.now());
+  // The server's capture time on our clock: minus the server's offset.
+  return { latency: shownMs + m.offset - info.captured_us / 1000, info };
+}
+
 function onVideoFrame(_now, frame) {
   mark("first-frame");
   // expectedDisplayTime is on the performance clock; map it to wall-clock ms.
   const shownMs = performance.timeOrigin + (frame.expectedDisplayTime || performance.now());
   const s = readStripe();
-  const info = frame.rtpTimestamp !== undefined ? meta.byRtp.get(frame.rtpTimestamp) : undefined;
+  const seen = captureToDisplay(meta, frame);
   let stripe = null;
   if (s) stripe = { last: shownMs - s.tMs, p50: pushSample(stripeSamples, shownMs - s.tMs), seq: s.seq };
   const cross = stripe ? ` · stripe ${stripe.last.toFixed(1)} ms (p50 ${stripe.p50.toFixed(1)})` : "";
-  if (info && meta.offset !== null) {
-    // The server's capture time on our clock: minus the server's offset.
-    const latency = shownMs + meta.offset - info.captured_us / 1000;
+  if (seen) {
+    const { latency, info } = seen;
     const p50 = pushSample(latencySamples, latency);
     $("latencyText").textContent = `capture → display ${latency.toFixed(1)} ms (p50 ${p50.toFixed(1)}) · frame #${info.seq}${cross}`;
     window.lumacast.latency = {
@@ -452,6 +537,7 @@ function detectorPath(suffix) { return `/api/detectors/${encodeURIComponent(sele
 function showParams(view) {
   params = view.params;
   placement = view.placement || null;
+  if (window.lumacast) drawScaleBar();
   maxValue = (view.source && view.source.max_value) || maxValue;
   for (const id of ["wmin", "wmax"]) $(id).max = maxValue;
   const win = params.window_mode === "manual" ? [params.window_min, params.window_max]
@@ -591,6 +677,50 @@ function fmt(v) {
   return Number.isInteger(v) ? String(v) : v.toFixed(1);
 }
 
+// A scale bar's length as people write it: "0.5 µm", "20 µm", "2 mm".
+function fmtUm(um) {
+  const n = (v) => String(Number(v.toPrecision(4)));
+  return um >= 1000 ? `${n(um / 1000)} mm` : `${n(um)} µm`;
+}
+// A readout's µm (always µm, so that numbers compare): "2073.5".
+function um6(v) { return String(Number(v.toPrecision(6))); }
+
+// The round length (1, 2 or 5 × 10^n) nearest to `um` on a log scale.
+function roundLength(um) {
+  const p = Math.pow(10, Math.floor(Math.log10(um)));
+  return [1, 2, 5, 10].map((k) => k * p).reduce((a, b) => (Math.abs(Math.log(b / um)) < Math.abs(Math.log(a / um)) ? b : a));
+}
+
+// Draws the scale bar `el` (a .scalebar beside `videoEl` in a positioned box) on
+// the shown picture: a round length of about 1/5 of the picture's width, bottom left
+// (above `above`, the single view's readout, when given).
+// The screen → detector scale comes from the placement (ROI, binning × size limit, a
+// lower rendition's scaling) and the letterboxing of object-fit: contain. Returns what
+// it drew ({um, px, label, um_per_screen_px}), or null (hidden) without a pixel size.
+function placeScaleBar(el, videoEl, place, pixelUm, above) {
+  const vw = videoEl.videoWidth, vh = videoEl.videoHeight;
+  const box = el.parentElement;   // positioned (#stage, a tile); offsetParent is null while hidden
+  if (!pixelUm || !place || !vw || !vh || !box || !box.offsetParent) { el.style.display = "none"; return null; }
+  const r = videoEl.getBoundingClientRect(), b = box.getBoundingClientRect();
+  const scale = Math.min(r.width / vw, r.height / vh);   // screen px per video px
+  if (!(scale > 0)) { el.style.display = "none"; return null; }
+  // µm per screen pixel: video px → placement output px → detector px → µm.
+  const umPerPx = pixelUm * place.factor * (place.width / vw) / scale;
+  const picW = vw * scale, picH = vh * scale;
+  const um = roundLength(umPerPx * picW / 5);
+  const px = um / umPerPx;
+  const left = r.left - b.left + (r.width - picW) / 2, top = r.top - b.top + (r.height - picH) / 2;
+  let bottom = top + picH - 8;
+  if (above && above.offsetParent) bottom = Math.min(bottom, above.getBoundingClientRect().top - b.top - 6);
+  el.style.display = "block";
+  el.style.width = `${px}px`;
+  el.style.left = `${Math.max(8, left + 12)}px`;
+  el.style.top = `${bottom - 26}px`;
+  const label = fmtUm(um);
+  el.firstElementChild.textContent = label;
+  return { um, px, label, um_per_screen_px: umPerPx, picture_px: picW };
+}
+
 function askValues(query, kind) {
   valuesNext = { query, kind };
   pumpValues();
@@ -620,15 +750,18 @@ function showValues(v, kind) {
   const unit = v.frame.pixel_format;
   if (kind === "point") {
     pointer.last = v;
-    readoutText.textContent = `x ${v.x}  y ${v.y}  value ${fmt(v.value)} (${unit}, frame ${v.seq})`;
+    const at = v.x_um !== undefined ? ` (${um6(v.x_um)}, ${um6(v.y_um)} µm)` : "";
+    readoutText.textContent = `x ${v.x}  y ${v.y}${at}  value ${fmt(v.value)} (${unit}, frame ${v.seq})`;
   } else if (kind === "line") {
     pointer.profile = v;
     drawProfile(v);
-    readoutText.textContent = `line (${v.from}) → (${v.to}): ${v.count} px`;
+    readoutText.textContent = `line (${v.from}) → (${v.to}): ${v.count} px` +
+      (v.length_um !== undefined ? `, ${um6(v.length_um)} µm long` : "");
   } else {
     pointer.rect = v;
     const r = v.rect;
-    readoutText.textContent = `rect ${r.width}×${r.height} at (${r.x}, ${r.y}), ${v.count} px\n` +
+    readoutText.textContent = `rect ${r.width}×${r.height} at (${r.x}, ${r.y}), ${v.count} px` +
+      (v.width_um !== undefined ? ` = ${um6(v.width_um)} × ${um6(v.height_um)} µm` : "") + "\n" +
       `min ${fmt(v.min)}  max ${fmt(v.max)}  mean ${fmt(v.mean)}`;
   }
   readout.dataset.kind = kind;
@@ -705,7 +838,13 @@ window.addEventListener("mouseup", () => {
 window.addEventListener("keydown", (e) => {
   if (e.key === "Escape") { drag = null; drawMarks(); profileCanvas.style.display = "none"; }
 });
-window.addEventListener("resize", () => { drag = null; drawMarks(); });
+window.addEventListener("resize", () => { drag = null; drawMarks(); drawScaleBar(); });
+
+// The single view's scale bar (when the detector's pixel_um is known).
+function drawScaleBar() {
+  window.lumacast.scaleBar = placeScaleBar($("scalebar"), video, placement, params && params.pixel_um, readout);
+}
+setInterval(drawScaleBar, 500);
 
 // Expose a tiny hook for automated tests.
 window.lumacast = { start, stop, loadParams, timeline, get pc() { return pc; }, get params() { return params; },
@@ -721,10 +860,146 @@ mark("script");
     }
   })();
   const query = new URLSearchParams(location.search);
-  if (query.get("autostart") !== "0") start(listed);
+  if (!GRID && query.get("autostart") !== "0") start(listed);
   await listed;
   loadParams();
 })();
+
+// ── Several detectors at once (?grid=1) ─────────────────────────────────────────────
+// One tile per running detector (every configured one when none runs yet; `&detectors=a,b`
+// picks them), at most GRID_MAX; detectors that start later join. Each tile is a viewer
+// of its own, made by the functions above: its own peer connection through the same
+// webrtc_offer (with detectorName), its own metadata channel, the single view's overlay
+// numbers (resolution, fps, bitrate, frames decoded, capture → display) and scale bar.
+// A tile reconnects by itself (backoff, and on a stall) as the single view does.
+const GRID_MAX = 16;
+const tiles = [];
+
+function addTile(name) {
+  const el = document.createElement("div");
+  el.className = "tile";
+  el.innerHTML = '<video autoplay playsinline muted></video>' +
+    '<div class="scalebar"><span></span><div class="bar"></div></div><div class="tov">connecting…</div>';
+  $("grid").appendChild(el);
+  const t = {
+    name, el, video: el.querySelector("video"), ov: el.querySelector(".tov"), sb: el.querySelector(".scalebar"),
+    pc: null, session: 0, meta: newMeta(), last: null, samples: [], latency: null, fps: 0, decoded: 0,
+    state: "new", error: null, retryTimer: null, retryMs: RETRY_MIN_MS, lastProgress: 0,
+    params: null, placement: null, scaleBar: null,
+  };
+  const onFrame = (_now, frame) => {
+    const seen = captureToDisplay(t.meta, frame);
+    if (seen) t.latency = { last: seen.latency, p50: pushSample(t.samples, seen.latency), seq: seen.info.seq };
+    t.video.requestVideoFrameCallback(onFrame);
+  };
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) t.video.requestVideoFrameCallback(onFrame);
+  tiles.push(t);
+  const cols = Math.ceil(Math.sqrt(tiles.length));
+  $("grid").style.gridTemplateColumns = `repeat(${cols}, minmax(0, 1fr))`;
+  $("grid").style.gridTemplateRows = `repeat(${Math.ceil(tiles.length / cols)}, minmax(0, 1fr))`;
+  tileConnect(t);
+  tileParams(t);
+}
+
+function tileRetry(t, reason) {
+  t.session++;
+  if (t.pc) { try { t.pc.close(); } catch (_) { /* already closed */ } }
+  t.pc = null; t.last = null; t.error = reason; t.state = "retrying";
+  clearTimeout(t.retryTimer);
+  t.retryTimer = setTimeout(() => tileConnect(t), t.retryMs);
+  t.retryMs = Math.min(t.retryMs * 2, RETRY_MAX_MS);
+}
+
+async function tileConnect(t) {
+  const my = ++t.session;
+  t.lastProgress = performance.now();
+  try {
+    const conn = newReceiver(t.video, await iceServers());
+    if (my !== t.session) { conn.close(); return; }
+    t.pc = conn; t.state = "connecting";
+    openMetadataChannel(conn, () => my === t.session, t.meta);
+    conn.onconnectionstatechange = () => {
+      if (my !== t.session) return;
+      t.state = conn.connectionState;
+      if (t.state === "connected") { t.retryMs = RETRY_MIN_MS; t.error = null; }
+      else if (t.state === "failed" || t.state === "closed") tileRetry(t, `connection ${t.state}`);
+    };
+    await conn.setLocalDescription(await conn.createOffer());
+    await waitForGathering(conn);
+    const answer = await api("/LiveViewController/webrtc_offer", {
+      sdp: conn.localDescription.sdp, type: "offer", detectorName: t.name,
+    });
+    if (my !== t.session) return;
+    await conn.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  } catch (e) {
+    if (my === t.session) tileRetry(t, e.message);
+  }
+}
+
+// The tile's placement and pixel size, for its scale bar.
+async function tileParams(t) {
+  try {
+    const v = await api(`/api/detectors/${encodeURIComponent(t.name)}/params`);
+    t.params = v.params; t.placement = v.placement || null;
+  } catch (_) { /* next time */ }
+}
+
+async function updateTiles() {
+  const now = performance.now();
+  for (const t of tiles) {
+    t.scaleBar = placeScaleBar(t.sb, t.video, t.placement, t.params && t.params.pixel_um);
+    if (!t.pc) { t.ov.textContent = `${t.name}\n${t.error ? `retrying: ${t.error}` : "connecting…"}`; continue; }
+    let inbound = null;
+    try { inbound = await inboundVideo(t.pc); } catch (_) { continue; }
+    const { fps, kbps } = inboundRates(inbound, t.last, now);
+    if (inbound && (!t.last || inbound.framesDecoded > t.last.framesDecoded)) t.lastProgress = now;
+    if (inbound) t.last = { t: now, framesDecoded: inbound.framesDecoded || 0, bytesReceived: inbound.bytesReceived || 0 };
+    t.fps = fps; t.decoded = inbound ? inbound.framesDecoded : 0;
+    if (now - t.lastProgress > STALL_MS) { tileRetry(t, `no video for ${STALL_MS / 1000} s`); continue; }
+    const w = t.video.videoWidth, h = t.video.videoHeight;
+    t.ov.textContent = [
+      `${t.name}  (${t.state})`,
+      `${w && h ? `${w}x${h}` : "—"}  ${fps.toFixed(1)} fps  ${(kbps / 1000).toFixed(2)} Mb/s`,
+      `decoded ${t.decoded}  dropped ${inbound ? (inbound.framesDropped || 0) : 0}`,
+      `capture → display ${t.latency ? `${t.latency.last.toFixed(1)} ms (p50 ${t.latency.p50.toFixed(1)})` : "—"}`,
+    ].join("\n");
+  }
+}
+
+async function startGrid() {
+  document.body.classList.add("grid");
+  $("gridToggle").textContent = "Single view";
+  const want = (new URLSearchParams(location.search).get("detectors") || "").split(",").filter(Boolean);
+  let detectors;
+  for (;;) {
+    try { ({ detectors } = await api("/api/detectors")); break; }
+    catch (e) { setStatus(`server unreachable: ${e.message}`, "bad"); await new Promise((r) => setTimeout(r, 1000)); }
+  }
+  const running = detectors.filter((d) => d.running).map((d) => d.name);
+  const names = want.length ? want : (running.length ? running : detectors.map((d) => d.name));
+  names.slice(0, GRID_MAX).forEach(addTile);
+  setStatus(`grid: ${tiles.length} detector${tiles.length === 1 ? "" : "s"}` +
+    (names.length > GRID_MAX ? ` (the first ${GRID_MAX} of ${names.length})` : ""), "ok");
+  setInterval(updateTiles, 1000);
+  setInterval(async () => {
+    tiles.forEach(tileParams);
+    if (want.length || tiles.length >= GRID_MAX) return;
+    try {
+      const { detectors } = await api("/api/detectors");
+      for (const d of detectors) {
+        if (d.running && tiles.length < GRID_MAX && !tiles.some((t) => t.name === d.name)) addTile(d.name);
+      }
+    } catch (_) { /* next time */ }
+  }, 5000);
+}
+
+$("gridToggle").onclick = () => {
+  const q = new URLSearchParams(location.search);
+  if (GRID) q.delete("grid"); else q.set("grid", "1");
+  location.search = q.toString();
+};
+window.lumacast.grid = tiles;
+if (GRID) startGrid();
 
 // ---- Publishing (WHIP endpoints, Janus rooms): GET/POST /api/publish, DELETE /api/publish/{id}
 const publishList = document.getElementById("publishList");

@@ -274,6 +274,12 @@ class Server:
         """Stops a detector's stream and closes its viewers."""
         return self.request("POST", "/LiveViewController/stopLiveView", {"detectorName": detector})
 
+    def set_params(self, detector: str, **params: Any) -> Dict[str, Any]:
+        """Changes stream parameters (``PATCH /api/detectors/{name}/params``), e.g.
+        ``pixel_um=6.5`` (µm per detector pixel: the page's scale bar, µm in the values
+        answers) or ``gamma=0.5``; ``None`` resets one. The parameters in force."""
+        return self.request("PATCH", f"/api/detectors/{detector}/params", body=params)["params"]
+
     def value(self, detector: str, x: int, y: int) -> Any:
         """The raw value of pixel (x, y) of the newest frame: an int (mono, in raw
         units) or ``[r, g, b]``."""

@@ -67,6 +67,17 @@ def main() -> int:
     check(server.stop(detector)["status"] == "success", "stop")
     check(server.stats(detector)["running"] is False, "stopped")
     check(any(d.get("name") == detector for d in server.detectors()), "listed")
+    # The pixel size, as a stream parameter (all or nothing; a bad one names its field).
+    check(server.set_params(detector, pixel_um=6.5)["pixel_um"] == 6.5, "pixel_um set")
+    check(any(d["name"] == detector and d["pixel_um"] == 6.5 for d in server.detectors()),
+          "pixel_um listed")
+    try:
+        server.set_params(detector, pixel_um=-1)
+    except lumacast.LumacastError as e:
+        check(e.status == 400 and "pixel_um" in e.message, f"bad pixel_um: {e}")
+    else:
+        raise SystemExit("check failed: a negative pixel_um was accepted")
+    check(server.set_params(detector, pixel_um=None)["pixel_um"] is None, "pixel_um cleared")
 
     # A push starts a stopped push detector.
     with lumacast.Pusher(url, detector, bit_depth=BITS, timeout=10) as p:

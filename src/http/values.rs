@@ -12,6 +12,11 @@
 //! naming the parameter (missing, malformed, outside the frame, line too long), 404 for
 //! an unknown detector, 409 when the detector is not running or has no frame yet (as
 //! snapshots and histograms).
+//!
+//! When the detector's pixel size is known (the `pixel_um` stream parameter), the answer
+//! also gives it and the same places in µm from the frame's top-left corner: a point's
+//! `x_um`, `y_um` (its pixel's top-left corner), a line's `length_um` (between the two end
+//! pixels' centres), a rectangle's `x_um`, `y_um`, `width_um`, `height_um`.
 
 use super::stream::latest_frame;
 use super::ApiError;
@@ -202,6 +207,12 @@ fn per_channel<T: serde::Serialize>(v: Vec<T>) -> Value {
     }
 }
 
+/// `v` µm, rounded to a picometre (no binary fractions like 19.500000000000004 in the
+/// answer).
+fn um(v: f64) -> Value {
+    json!((v * 1e6).round() / 1e6)
+}
+
 /// `GET /api/detectors/{name}/values`: see the module documentation.
 pub async fn values(
     State(state): State<AppState>,
@@ -210,6 +221,7 @@ pub async fn values(
 ) -> Result<Json<Value>, ApiError> {
     state.detectors.resolve(Some(&name))?;
     let req = parse(&q)?;
+    let pixel_um = state.detectors.params(&name)?.0.get().pixel_um;
     let (frame, _) = latest_frame(&state, &name)?;
     let captured_us = frame
         .captured_at
@@ -226,6 +238,7 @@ pub async fn values(
             "pixel_format": frame.format.name(),
             "max_value": frame.format.max_value(),
         },
+        "pixel_um": pixel_um,
     });
     match req {
         Request::Point(x, y) => {
@@ -234,6 +247,10 @@ pub async fn values(
             out["x"] = json!(x);
             out["y"] = json!(y);
             out["value"] = value(&frame, x, y);
+            if let Some(p) = pixel_um {
+                out["x_um"] = um(f64::from(x) * p);
+                out["y_um"] = um(f64::from(y) * p);
+            }
         }
         Request::Line(a, b) => {
             inside("x0", "y0", a.0, a.1, &frame)?;
@@ -255,6 +272,10 @@ pub async fn values(
             out["method"] = json!("bresenham");
             out["count"] = json!(values.len());
             out["values"] = Value::Array(values);
+            if let Some(p) = pixel_um {
+                let (dx, dy) = (f64::from(a.0.abs_diff(b.0)), f64::from(a.1.abs_diff(b.1)));
+                out["length_um"] = um(dx.hypot(dy) * p);
+            }
         }
         Request::Rect(x, y, w, h) => {
             inside("rect", "rect", x, y, &frame)?;
@@ -277,6 +298,12 @@ pub async fn values(
             out["min"] = per_channel(lo);
             out["max"] = per_channel(hi);
             out["mean"] = per_channel(mean);
+            if let Some(p) = pixel_um {
+                out["x_um"] = um(f64::from(x) * p);
+                out["y_um"] = um(f64::from(y) * p);
+                out["width_um"] = um(f64::from(w) * p);
+                out["height_um"] = um(f64::from(h) * p);
+            }
         }
     }
     Ok(Json(out))
