@@ -203,7 +203,7 @@ impl PublishOffer {
         info!(parent: &self.span, payload_type, rtx, transport_cc, "publish answer applied");
         let (done_tx, ended) = oneshot::channel();
         let task = ViewerTask {
-            metrics: ViewerMetrics::new(&self.detector),
+            metrics: ViewerMetrics::publisher(&self.detector),
             cfg: self.cfg.clone(),
             pc: peer.pc,
             track: peer.track,

@@ -49,9 +49,19 @@ pub(super) struct ViewerMetrics {
 
 impl ViewerMetrics {
     pub(super) fn new(detector: &str) -> Self {
+        Self::with_gauge(detector, "lumacast_viewers")
+    }
+
+    /// A publishing session's: counted in `lumacast_publish_sessions_active`, not as a
+    /// viewer.
+    pub(super) fn publisher(detector: &str) -> Self {
+        Self::with_gauge(detector, "lumacast_publish_sessions_active")
+    }
+
+    fn with_gauge(detector: &str, gauge: &'static str) -> Self {
         let d = detector.to_string();
         ViewerMetrics {
-            viewers: metrics::gauge!("lumacast_viewers", "detector" => d.clone()),
+            viewers: metrics::gauge!(gauge, "detector" => d.clone()),
             first_packet: metrics::histogram!("lumacast_frame_to_first_packet_seconds", "detector" => d.clone()),
             last_packet: metrics::histogram!("lumacast_frame_to_last_packet_seconds", "detector" => d.clone()),
             handoff_first: metrics::histogram!("lumacast_frame_to_first_handoff_seconds", "detector" => d.clone()),
