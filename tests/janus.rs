@@ -242,10 +242,14 @@ use std::time::Instant;
 async fn publishing_server(janus: &Janus, urls: &[String]) -> TestServer {
     let urls = urls.to_vec();
     let ice = janus.peer_udp_addr();
-    TestServer::start_with("127.0.0.1:0", &["synthetic=synthetic,width=1280,height=720"], move |c| {
-        c.ice_addrs = vec!["127.0.0.1:0".into(), ice];
-        c.publish = urls;
-    })
+    TestServer::start_with(
+        "127.0.0.1:0",
+        &["synthetic=synthetic,width=1280,height=720"],
+        move |c| {
+            c.ice_addrs = vec!["127.0.0.1:0".into(), ice];
+            c.publish = urls;
+        },
+    )
     .await
 }
 

@@ -2,7 +2,7 @@
 //! reads the timestamp stripe (docs: shared spec "timestamp stripe v1") and prints
 //! capture-to-decoded latency, fps, sequence gaps and time to first frame.
 //!
-//! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json] [--whep]
+//! Run: cargo run --release --bin lumacast-probe -- [http://127.0.0.1:8080] [--detector NAME] [--seconds 10] [--json] [--whep] [--janus URL]
 //!     [--bind IP] [--nack] [--rtx] [--twcc] [--warmup 3]
 //!
 //! `--bind IP` gathers the ICE host candidate on that address (default 127.0.0.1; e.g. a
@@ -19,6 +19,15 @@
 //!
 //! `--whep` treats the URL as a WHEP endpoint (e.g. `http://127.0.0.1:8080/whep/synthetic`)
 //! and offers there as `application/sdp` (any WHEP server that sends the stripe works).
+//! `--janus 'http://HOST:PORT/janus?room=N[&feed=ID][&display=NAME][&pin=P][&secret=S]'`
+//! subscribes through a Janus VideoRoom instead (Janus 1.x HTTP API: Janus offers, the
+//! probe answers): the publisher `feed`, else the one named `display`, else the room's
+//! first, waiting up to `--wait-publisher S` (default 10) for it to appear. The probe
+//! gathers on `--bind IP`, or else on the address of Janus's host candidates when this
+//! machine has it (Janus on this machine: libnice does not pair loopback). The report is
+//! the same, the "answer" being Janus's `started`; `--json` adds a "janus" object (session,
+//! feed, `first_frame_unix_ms`: the wall clock of the first decoded picture).
+//!
 //! `--json` prints one JSON object instead of the text report (for scripts and tests);
 //! the exit status is non-zero when no frame could be decoded.
 //!
@@ -248,19 +257,26 @@ fn per_second(frames: &[Decoded], end: f64) -> Vec<(u64, std::collections::BTree
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args
-        .iter()
-        .find(|a| a.starts_with("http"))
-        .cloned()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let opt = |name: &str| {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
+    let janus = opt("--janus");
+    // The server URL: the first http… argument that is not `--janus`'s value.
+    let url = match &janus {
+        Some(j) => j.clone(),
+        None => args
+            .iter()
+            .find(|a| a.starts_with("http"))
+            .cloned()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+    };
+    let wait_publisher: f64 = opt("--wait-publisher").map_or(Ok(10.0), |s| s.parse())?;
     let seconds: f64 = opt("--seconds").map_or(Ok(10.0), |s| s.parse())?;
     let warmup: f64 = opt("--warmup").map_or(Ok(3.0), |s| s.parse())?;
-    let bind: std::net::IpAddr = opt("--bind").map_or(Ok([127, 0, 0, 1].into()), |s| s.parse())?;
+    let bind_opt: Option<std::net::IpAddr> = opt("--bind").map(|s| s.parse()).transpose()?;
+    let bind = bind_opt.unwrap_or([127, 0, 0, 1].into());
     let detector = opt("--detector");
     let json_out = args.iter().any(|a| a == "--json");
     let whep = args.iter().any(|a| a == "--whep");
@@ -272,7 +288,22 @@ async fn main() -> anyhow::Result<()> {
         rtx,
     };
 
-    let mut client = ViewerClient::with_options(&["42e01f", "42001f"], options).await?;
+    if let Some(janus_url) = &janus {
+        let (client, sub, posted, answered) =
+            janus_subscribe(janus_url, bind_opt, options, wait_publisher).await?;
+        let janus_info = serde_json::json!({
+            "session": sub.session_id(),
+            "feed": sub.feed,
+            "subscribed_unix_ms": now_us() / 1000,
+        });
+        let measured = measure(
+            client, posted, answered, seconds, warmup, &url, &detector, json_out, janus_info,
+        )
+        .await;
+        sub.close().await;
+        return measured;
+    }
+    let client = ViewerClient::with_options(&["42e01f", "42001f"], options).await?;
     let mut body = serde_json::json!({"sdp": client.offer_sdp(), "type": "offer"});
     if let Some(d) = &detector {
         body["detectorName"] = d.clone().into();
@@ -294,6 +325,121 @@ async fn main() -> anyhow::Result<()> {
     };
     let answered = posted.elapsed();
     client.accept_answer(sdp).await?;
+    measure(
+        client,
+        posted,
+        answered,
+        seconds,
+        warmup,
+        &url,
+        &detector,
+        json_out,
+        serde_json::Value::Null,
+    )
+    .await
+}
+
+/// `--janus http://HOST:PORT/janus?room=N[&feed=ID][&display=NAME][&pin=P][&secret=S]`:
+/// subscribes through Janus's VideoRoom (the feed `feed`, else the publisher named
+/// `display`, else the room's first publisher, waiting up to `wait` seconds for it) and
+/// answers Janus's offer. Gathers on `bind`, or else on the address of Janus's own host
+/// candidates when this machine has it (Janus on this machine: libnice does not pair
+/// loopback). Returns the client, the subscription, when the join was posted and how
+/// long until Janus started sending.
+async fn janus_subscribe(
+    url: &str,
+    bind: Option<std::net::IpAddr>,
+    mut options: ClientOptions,
+    wait: f64,
+) -> anyhow::Result<(
+    ViewerClient,
+    lumacast::publish::janus::JanusSubscription,
+    Instant,
+    Duration,
+)> {
+    use lumacast::publish::janus::{JanusFeed, JanusSubscription};
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--janus {url}"))?;
+    let mut room = lumacast::publish::JanusRoom {
+        room: 0,
+        display: None,
+        pin: None,
+        api_secret: None,
+    };
+    let mut feed = JanusFeed::First;
+    let mut has_room = false;
+    for (k, v) in parsed.query_pairs() {
+        match k.as_ref() {
+            "room" => {
+                room.room = v.parse().context("--janus: room must be a number")?;
+                has_room = true;
+            }
+            "feed" => feed = JanusFeed::Id(v.parse().context("--janus: feed must be a number")?),
+            "display" if !matches!(feed, JanusFeed::Id(_)) => {
+                feed = JanusFeed::Display(v.into_owned())
+            }
+            "display" => {}
+            "pin" => room.pin = Some(v.into_owned()),
+            "secret" => room.api_secret = Some(v.into_owned()),
+            other => {
+                bail!("--janus: unknown parameter {other:?} (room, feed, display, pin, secret)")
+            }
+        }
+    }
+    if !has_room {
+        bail!("--janus {url}: no room (…/janus?room=1234)");
+    }
+    let mut base = parsed.clone();
+    base.set_query(None);
+    let http = reqwest::Client::new();
+    let posted = Instant::now();
+    let mut sub = JanusSubscription::join(
+        &http,
+        base.as_str(),
+        &room,
+        &feed,
+        Duration::from_secs_f64(wait),
+    )
+    .await
+    .with_context(|| format!("subscribing to {feed:?} in Janus room {}", room.room))?;
+    let ip = match bind.or_else(|| sub.local_ice_ip()) {
+        Some(ip) => ip,
+        None => {
+            sub.close().await;
+            bail!("Janus offers no candidate on this machine: give --bind IP");
+        }
+    };
+    options.udp_addrs = vec![std::net::SocketAddr::new(ip, 0).to_string()];
+    let (client, answer) = match ViewerClient::answering(&sub.offer_sdp, options).await {
+        Ok(a) => a,
+        Err(e) => {
+            sub.close().await;
+            bail!("answering Janus's offer: {e}");
+        }
+    };
+    if let Err(e) = sub.start(&answer).await {
+        client.close().await;
+        sub.close().await;
+        bail!("Janus start: {e}");
+    }
+    let answered = posted.elapsed();
+    Ok((client, sub, posted, answered))
+}
+
+/// Receives and decodes for `seconds`, then prints the report (`janus`: extra fields of
+/// the JSON report, `null` for none).
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    mut client: ViewerClient,
+    posted: Instant,
+    answered: Duration,
+    seconds: f64,
+    warmup: f64,
+    url: &str,
+    detector: &Option<String>,
+    json_out: bool,
+    mut janus: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut first_frame_unix_ms = None;
 
     let mut decoder = Decoder::new()?;
     let mut latencies = Vec::new();
@@ -332,6 +478,7 @@ async fn main() -> anyhow::Result<()> {
                 let decoded_us = now_us();
                 frames += 1;
                 first_frame.get_or_insert_with(|| posted.elapsed());
+                first_frame_unix_ms.get_or_insert(decoded_us / 1000);
                 let reading = stripe::read_luma(&pic.y, pic.width as usize, pic.width, pic.height)
                     .filter(|s| plausible(s, decoded_us));
                 decoded.push(Decoded {
@@ -420,9 +567,10 @@ async fn main() -> anyhow::Result<()> {
                 "error": "no frame with a readable stripe was decoded: nothing to calibrate the RTP clock on",
             }),
         };
-        println!(
-            "{}",
-            serde_json::json!({
+        if janus.is_object() {
+            janus["first_frame_unix_ms"] = first_frame_unix_ms.into();
+        }
+        let mut report = serde_json::json!({
                 "url": url,
                 "detector": detector,
                 "answer_ms": ms(Some(answered)),
@@ -459,11 +607,14 @@ async fn main() -> anyhow::Result<()> {
                 "sizes_after_warmup": after.sizes,
                 "fps_per_second": seconds_list.iter().map(|s| s.0).collect::<Vec<_>>(),
                 "sizes_per_second": seconds_list.iter().map(|s| &s.1).collect::<Vec<_>>(),
-            })
-        );
+        });
+        if !janus.is_null() {
+            report["janus"] = janus;
+        }
+        println!("{report}");
     } else {
         print_report(
-            &url,
+            url,
             detector.as_deref(),
             answered,
             connected,

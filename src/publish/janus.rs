@@ -468,3 +468,254 @@ mod tests {
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
     }
 }
+
+// ---- Subscribing: a viewer of a room's publisher through Janus ----
+
+/// Which publisher of a room a [`JanusSubscription`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JanusFeed {
+    /// The publisher with this id.
+    Id(u64),
+    /// The (first) publisher with this display name.
+    Display(String),
+    /// The room's first publisher.
+    First,
+}
+
+/// A VideoRoom subscription through Janus's HTTP API, the signalling only: `join`
+/// creates a session, attaches `janus.plugin.videoroom`, joins `room` as a subscriber to
+/// one feed (Janus 1.x multistream, `streams: [{feed}]`) and returns with Janus's offer
+/// ([`JanusSubscription::offer_sdp`]); the caller answers it with its own peer (e.g.
+/// `lumacast_rtc::ViewerClient::answering`) and hands the answer to
+/// [`JanusSubscription::start`]. The session's events are long-polled and a keepalive goes
+/// out every 25 s (Janus drops sessions idle for 60 s) until [`JanusSubscription::close`]
+/// (`leave`, then `destroy`) or drop.
+pub struct JanusSubscription {
+    session: JanusSession,
+    /// The publisher subscribed to.
+    pub feed: u64,
+    /// Janus's offer.
+    pub offer_sdp: String,
+    /// The `streams` of Janus's `attached` event (feed, mid, codec, ...).
+    pub streams: Value,
+}
+
+impl JanusSubscription {
+    /// Subscribes to `feed` in `room.room` (with `room.pin` and `room.api_secret` when
+    /// set; `room.display` is not used: name the publisher with [`JanusFeed::Display`]).
+    /// A feed given by display name, or the first one, is looked up with
+    /// `listparticipants` (publishers whose PeerConnection is up, or remote publishers),
+    /// waiting up to `wait` for one to appear. Returns once Janus's offer is here.
+    pub async fn join(
+        client: &reqwest::Client,
+        base: &str,
+        room: &JanusRoom,
+        feed: &JanusFeed,
+        wait: Duration,
+    ) -> Result<JanusSubscription, PublishError> {
+        let mut session = JanusSession::create(client, base, room.api_secret.clone()).await?;
+        match Self::subscribe(&mut session, room, feed, wait).await {
+            Ok((feed, offer_sdp, streams)) => Ok(JanusSubscription {
+                session,
+                feed,
+                offer_sdp,
+                streams,
+            }),
+            Err(e) => {
+                session.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn subscribe(
+        s: &mut JanusSession,
+        room: &JanusRoom,
+        feed: &JanusFeed,
+        wait: Duration,
+    ) -> Result<(u64, String, Value), PublishError> {
+        s.attach().await?;
+        let feed = match feed {
+            JanusFeed::Id(id) => *id,
+            JanusFeed::Display(_) | JanusFeed::First => {
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    let list = s.publishers(room).await?;
+                    let found = list.iter().find(|(_, d)| match feed {
+                        JanusFeed::Display(name) => d == name,
+                        _ => true,
+                    });
+                    if let Some((id, _)) = found {
+                        break *id;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(PublishError::Protocol(format!(
+                            "no publisher {feed:?} in Janus room {} within {wait:?} (there are {list:?})",
+                            room.room
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let mut join = json!({
+            "request": "join",
+            "ptype": "subscriber",
+            "room": room.room,
+            "streams": [{"feed": feed}],
+        });
+        if let Some(pin) = &room.pin {
+            join["pin"] = json!(pin);
+        }
+        let joined = s.message(join, None).await?;
+        let offer = joined["jsep"]["sdp"]
+            .as_str()
+            .ok_or_else(|| {
+                PublishError::Protocol(format!("Janus subscriber join: no offer in {joined}"))
+            })?
+            .to_string();
+        Ok((feed, offer, joined["plugindata"]["data"]["streams"].clone()))
+    }
+
+    /// Sends `start` with our answer, waits for Janus's `started`, then tells Janus our
+    /// candidates are complete (the answer carries them all; without it Janus keeps
+    /// waiting for more before it gives up on a failed ICE).
+    pub async fn start(&mut self, answer_sdp: &str) -> Result<(), PublishError> {
+        let s = &mut self.session;
+        let started = s
+            .message(
+                json!({"request": "start"}),
+                Some(json!({"type": "answer", "sdp": answer_sdp})),
+            )
+            .await?;
+        if started["plugindata"]["data"]["started"] != "ok" {
+            return Err(PublishError::Protocol(format!(
+                "Janus start: unexpected {started}"
+            )));
+        }
+        post(
+            &s.client,
+            &s.handle_url(),
+            json!({"janus": "trickle", "transaction": transaction(), "candidate": {"completed": true}}),
+            &s.api_secret,
+        )
+        .await?;
+        info!(
+            session = s.session,
+            feed = self.feed,
+            "subscribed through the Janus room"
+        );
+        Ok(())
+    }
+
+    /// Janus's session id (e.g. to find it in Janus's log).
+    pub fn session_id(&self) -> u64 {
+        self.session.session
+    }
+
+    /// The first host candidate address of Janus's offer that this machine can bind a
+    /// UDP socket on: when Janus runs here, where our peer must gather (libnice does not
+    /// pair a loopback candidate with its own non-loopback ones).
+    pub fn local_ice_ip(&self) -> Option<std::net::IpAddr> {
+        self.offer_sdp
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+            .filter(|c| c.contains(" typ host"))
+            .filter_map(|c| {
+                c.split_whitespace()
+                    .nth(4)?
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+            })
+            .find(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
+    }
+
+    /// Resolves when Janus ends the session (hang-up, room destroyed, Janus gone).
+    pub async fn ended(&mut self) -> PublishError {
+        self.session.ended().await
+    }
+
+    /// Leaves and destroys the session (bounded); failures are only logged.
+    pub async fn close(self) {
+        self.session.close().await
+    }
+}
+
+impl JanusSession {
+    /// A session with its event poller and keepalive, no handle yet.
+    async fn create(
+        client: &reqwest::Client,
+        base: &str,
+        api_secret: Option<String>,
+    ) -> Result<JanusSession, PublishError> {
+        let base = base.trim_end_matches('/').to_string();
+        let created = post(
+            client,
+            &base,
+            json!({"janus": "create", "transaction": transaction()}),
+            &api_secret,
+        )
+        .await?;
+        let session = created["data"]["id"].as_u64().ok_or_else(|| {
+            PublishError::Protocol(format!("Janus create: no session id in {created}"))
+        })?;
+        let (tx, events) = mpsc::channel(EVENT_QUEUE);
+        let mut s = JanusSession {
+            client: client.clone(),
+            base,
+            session,
+            handle: 0,
+            api_secret,
+            publisher_id: 0,
+            events,
+            tasks: Vec::new(),
+        };
+        s.tasks.push(tokio::spawn(
+            poll_events(client.clone(), s.session_url(), s.api_secret.clone(), tx)
+                .in_current_span(),
+        ));
+        s.tasks.push(tokio::spawn(
+            keepalive(client.clone(), s.session_url(), s.api_secret.clone()).in_current_span(),
+        ));
+        Ok(s)
+    }
+
+    /// Attaches the VideoRoom plugin.
+    async fn attach(&mut self) -> Result<(), PublishError> {
+        let attached = post(
+            &self.client,
+            &self.session_url(),
+            json!({"janus": "attach", "plugin": PLUGIN, "transaction": transaction()}),
+            &self.api_secret,
+        )
+        .await?;
+        self.handle = attached["data"]["id"].as_u64().ok_or_else(|| {
+            PublishError::Protocol(format!("Janus attach: no handle id in {attached}"))
+        })?;
+        Ok(())
+    }
+
+    /// The room's publishers (id, display name): participants whose PeerConnection is up,
+    /// and remote publishers.
+    async fn publishers(&mut self, room: &JanusRoom) -> Result<Vec<(u64, String)>, PublishError> {
+        let listed = self
+            .message(
+                json!({"request": "listparticipants", "room": room.room}),
+                None,
+            )
+            .await?;
+        Ok(listed["plugindata"]["data"]["participants"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p["publisher"] == true || p["remote"] == true)
+            .filter_map(|p| {
+                Some((
+                    p["id"].as_u64()?,
+                    p["display"].as_str().unwrap_or("").to_string(),
+                ))
+            })
+            .collect())
+    }
+}

@@ -23,6 +23,8 @@
 #![allow(dead_code)]
 
 use super::Viewer;
+use lumacast::publish::janus::{JanusFeed, JanusSubscription};
+use lumacast::publish::JanusRoom;
 use lumacast_encode::Decoder;
 use lumacast_rtc::{ClientOptions, ViewerClient};
 use serde_json::{json, Value};
@@ -36,10 +38,6 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one API request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on waiting for an asynchronous plugin event (the subscriber offer, `started`).
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Janus drops a session after `session_timeout` (60 s) without a request on it.
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(20);
 /// Where the plugins of a packaged Janus are (Debian multiarch first).
 const LIB_DIRS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/janus",
@@ -229,55 +227,6 @@ impl Handle {
             return Err(format!("VideoRoom request {body} answered {v}"));
         }
         Ok(v["plugindata"]["data"].clone())
-    }
-
-    /// Long-polls the session until an event from this handle that `pick` accepts, or a
-    /// VideoRoom error event, or `timeout`. Other events (keepalives, other handles,
-    /// `webrtcup`, `media`, ...) are skipped.
-    async fn event(
-        &self,
-        timeout: Duration,
-        what: &str,
-        pick: impl Fn(&Value) -> bool,
-    ) -> Result<Value, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!("no {what} from Janus within {timeout:?}"));
-            }
-            let url = format!("{}?maxev=1&rid={}", self.session_url(), transaction());
-            let res = match self.http.get(&url).timeout(left).send().await {
-                Ok(r) => r,
-                Err(e) if e.is_timeout() => continue,
-                Err(e) => return Err(format!("GET {url}: {e}")),
-            };
-            let v: Value = res
-                .json()
-                .await
-                .map_err(|e| format!("GET {url}: not JSON: {e}"))?;
-            // maxev=1 answers one event as an object (older versions: an array of one).
-            let events = match v {
-                Value::Array(a) => a,
-                v => vec![v],
-            };
-            for e in events {
-                if e["janus"] == "error" {
-                    return Err(janus_error(&e).unwrap_or_default());
-                }
-                if e["sender"].as_u64() != Some(self.handle) {
-                    continue;
-                }
-                if e["janus"] == "event" {
-                    if let Some(err) = janus_error(&e) {
-                        return Err(err);
-                    }
-                }
-                if pick(&e) {
-                    return Ok(e);
-                }
-            }
-        }
     }
 
     /// Detaches the handle and destroys the session (errors ignored: Janus may be gone).
@@ -603,9 +552,9 @@ impl Drop for Janus {
     }
 }
 
-/// A VideoRoom subscription through Janus's HTTP API, received by a [`ViewerClient`]
-/// answering Janus's offer. Its session is kept alive (a keepalive every 20 s) until
-/// [`JanusSubscriber::leave`] or drop.
+/// A VideoRoom subscription through Janus's HTTP API (the library's
+/// [`JanusSubscription`]), received by a [`ViewerClient`] answering Janus's offer. Its
+/// session is kept alive (the library's keepalive) until [`JanusSubscriber::leave`] or drop.
 pub struct JanusSubscriber {
     /// The receiving peer, wrapped with a decoder: `viewer.decode_frames(...)`,
     /// `viewer.frame_where(...)` and `viewer.client` as with a lumacast viewer.
@@ -615,8 +564,9 @@ pub struct JanusSubscriber {
     pub answer_sdp: String,
     /// The `attached` event's `streams` (feed, mid, codec, ...).
     pub streams: Value,
-    handle: Handle,
-    keepalive: tokio::task::JoinHandle<()>,
+    /// `None` once left.
+    subscription: Option<JanusSubscription>,
+    session: u64,
 }
 
 impl JanusSubscriber {
@@ -639,85 +589,35 @@ impl JanusSubscriber {
         }) {
             opts.udp_addrs = vec![format!("{}:0", janus_ice_ip())];
         }
-        let handle = Handle::open(janus_url).await?;
-        match Self::subscribe(&handle, room, feed, opts).await {
-            Ok((viewer, offer_sdp, answer_sdp, streams)) => {
-                let keepalive = tokio::spawn(keepalive(handle.http.clone(), handle.session_url()));
-                Ok(JanusSubscriber {
-                    viewer,
-                    offer_sdp,
-                    answer_sdp,
-                    streams,
-                    handle,
-                    keepalive,
-                })
-            }
-            Err(e) => {
-                handle.close().await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn subscribe(
-        h: &Handle,
-        room: u64,
-        feed: u64,
-        opts: ClientOptions,
-    ) -> Result<(Viewer, String, String, Value), String> {
-        let join = json!({
-            "request": "join",
-            "ptype": "subscriber",
-            "room": room,
-            "streams": [{"feed": feed}],
-        });
-        let ack = h
-            .message(join, None)
-            .await
-            .map_err(|e| format!("subscribing to feed {feed} in room {room}: {e}"))?;
-        // Janus acks and sends the outcome as an event (an error may also come at once).
-        let event = if ack["janus"] == "ack" {
-            h.event(EVENT_TIMEOUT, "subscriber offer", |e| {
-                e.get("jsep").is_some()
-            })
-            .await
-            .map_err(|e| format!("subscribing to feed {feed} in room {room}: {e}"))?
-        } else {
-            ack
+        let spec = JanusRoom {
+            room,
+            display: None,
+            pin: None,
+            api_secret: None,
         };
-        let offer_sdp = event["jsep"]["sdp"]
-            .as_str()
-            .ok_or_else(|| format!("Janus's subscriber event has no offer: {event}"))?
-            .to_string();
-        let streams = event["plugindata"]["data"]["streams"].clone();
-        let posted_at = Instant::now();
-        let (client, answer_sdp) = ViewerClient::answering(&offer_sdp, opts)
-            .await
-            .map_err(|e| format!("answering Janus's offer: {e}\n{offer_sdp}"))?;
-        let start = h
-            .message(
-                json!({"request": "start"}),
-                Some(json!({"type": "answer", "sdp": answer_sdp})),
-            )
-            .await
-            .map_err(|e| format!("start: {e}"))?;
-        if start["janus"] == "ack" {
-            h.event(EVENT_TIMEOUT, "`started` event", |e| {
-                e["plugindata"]["data"]["started"] == "ok"
-            })
-            .await
-            .map_err(|e| format!("start: {e}"))?;
-        }
-        // Our answer is complete (no trickling): tell Janus, or it keeps waiting for more
-        // candidates before it gives up on a failed ICE ("trickle pending" in its log).
-        let done = post(
-            &h.http,
-            &h.handle_url(),
-            json!({"janus": "trickle", "candidate": {"completed": true}}),
+        let mut sub = JanusSubscription::join(
+            &reqwest::Client::new(),
+            janus_url,
+            &spec,
+            &JanusFeed::Id(feed),
+            Duration::ZERO,
         )
-        .await?;
-        if let Some(e) = janus_error(&done) {
-            return Err(format!("trickle completed: {e}"));
+        .await
+        .map_err(|e| format!("subscribing to feed {feed} in room {room}: {e}"))?;
+        let offer_sdp = sub.offer_sdp.clone();
+        let posted_at = Instant::now();
+        let answered = match ViewerClient::answering(&offer_sdp, opts).await {
+            Ok(a) => a,
+            Err(e) => {
+                sub.close().await;
+                return Err(format!("answering Janus's offer: {e}\n{offer_sdp}"));
+            }
+        };
+        let (client, answer_sdp) = answered;
+        if let Err(e) = sub.start(&answer_sdp).await {
+            client.close().await;
+            sub.close().await;
+            return Err(format!("start: {e}"));
         }
         let viewer = Viewer {
             client,
@@ -726,7 +626,14 @@ impl JanusSubscriber {
             connected_at: None,
             answer: Value::Null,
         };
-        Ok((viewer, offer_sdp, answer_sdp, streams))
+        Ok(JanusSubscriber {
+            viewer,
+            offer_sdp,
+            answer_sdp,
+            streams: sub.streams.clone(),
+            session: sub.session_id(),
+            subscription: Some(sub),
+        })
     }
 
     /// The receiving peer.
@@ -736,27 +643,14 @@ impl JanusSubscriber {
 
     /// Janus's session id (e.g. to find it in the log).
     pub fn session(&self) -> u64 {
-        self.handle.session
+        self.session
     }
 
-    /// Closes the peer, detaches the handle and destroys the session.
-    pub async fn leave(self) {
-        self.keepalive.abort();
+    /// Closes the peer, leaves and destroys the session.
+    pub async fn leave(mut self) {
         self.viewer.client.close().await;
-        self.handle.close().await;
-    }
-}
-
-impl Drop for JanusSubscriber {
-    fn drop(&mut self) {
-        self.keepalive.abort();
-    }
-}
-
-/// POSTs `keepalive` on the session every [`KEEPALIVE_EVERY`] until aborted.
-async fn keepalive(http: reqwest::Client, session_url: String) {
-    loop {
-        tokio::time::sleep(KEEPALIVE_EVERY).await;
-        let _ = post(&http, &session_url, json!({"janus": "keepalive"})).await;
+        if let Some(sub) = self.subscription.take() {
+            sub.close().await;
+        }
     }
 }
