@@ -339,10 +339,12 @@ async fn lumacast_publishes_into_janus_and_its_viewers_decode_our_frames() {
     let (_, page) = common::http_raw(server.addr, "GET", "/api/publish", None).await;
     assert!(page.contains("\"publishing\""), "{page}");
     let (_, metrics) = common::http_raw(server.addr, "GET", "/metrics", None).await;
+    // The recorder is process-wide: other tests' targets are listed too.
+    let label = format!("target=\"janus+{}?room=1234\"", janus.url());
     let up = metrics
         .lines()
-        .find(|l| l.starts_with("lumacast_publish_up{"))
-        .unwrap_or_else(|| panic!("no lumacast_publish_up in\n{metrics}"));
+        .find(|l| l.starts_with("lumacast_publish_up{") && l.contains(&label))
+        .unwrap_or_else(|| panic!("no lumacast_publish_up with {label} in\n{metrics}"));
     assert!(up.ends_with(" 1"), "{up}");
     assert!(
         metrics.contains("lumacast_publish_keyframe_requests_total{"),
