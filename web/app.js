@@ -722,7 +722,7 @@ function placeScaleBar(el, videoEl, place, pixelUm, above) {
 }
 
 function askValues(query, kind) {
-  valuesNext = { query, kind };
+  valuesNext = { query, kind, askedAt: performance.now() };
   pumpValues();
 }
 
@@ -730,13 +730,15 @@ async function pumpValues() {
   if (valuesBusy || !valuesNext) return;
   const wait = valuesNext.kind === "point" ? lastValuesSent + HOVER_MS - performance.now() : 0;
   if (wait > 0) { clearTimeout(valuesTimer); valuesTimer = setTimeout(pumpValues, wait); return; }
-  const { query, kind } = valuesNext;
+  const { query, kind, askedAt } = valuesNext;
   valuesNext = null; valuesBusy = true; lastValuesSent = performance.now(); pointer.requests++;
   try {
     const v = await api(detectorPath("values") + "?" + query);
     // The frame changed size (another detector setting): refresh the placement.
     if (placement && (v.frame.width !== placement.frame_width || v.frame.height !== placement.frame_height)) loadParams();
     showValues(v, kind);
+    // Pointer moved → its raw value shown, in the page (window.lumacast.pointer.shownMs).
+    if (kind === "point") pointer.shownMs = Math.round(performance.now() - askedAt);
   } catch (e) {
     readoutText.textContent = e.message;
   } finally {

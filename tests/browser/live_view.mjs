@@ -132,7 +132,8 @@ try {
   await page.waitForFunction((t) => window.lumacast.pointer.lastAt > t && window.lumacast.pointer.last, seen, { timeout: 5000 })
     .catch(() => fail("no raw value shown within 5 s of hovering over the video"));
   const hoverMs = Date.now() - tHover;
-  const hover = await page.evaluate(() => ({ last: window.lumacast.pointer.last, text: document.getElementById("readoutText").textContent }));
+  const hover = await page.evaluate(() => ({ last: window.lumacast.pointer.last, text: document.getElementById("readoutText").textContent,
+    shownMs: window.lumacast.pointer.shownMs }));
   if (typeof hover.last.value !== "number" || !/value \d+/.test(hover.text)) fail(`no numeric readout: ${JSON.stringify(hover)}`);
   if (Math.abs(hover.last.x - 320) > 1 || Math.abs(hover.last.y - 180) > 1) {
     fail(`hovering over detector pixel (320, 180) read (${hover.last.x}, ${hover.last.y})`);
@@ -159,7 +160,7 @@ try {
   if (Math.abs(rect.rect.width - 101) > 2 || Math.abs(rect.rect.height - 61) > 2 || !(rect.min <= rect.mean && rect.mean <= rect.max)) {
     fail(`implausible rectangle statistics: ${JSON.stringify(rect)}`);
   }
-  console.log(JSON.stringify({ values: "ok", hoverMs, point: hover.last, profile_count: profile.count,
+  console.log(JSON.stringify({ values: "ok", hoverMs, hoverShownMs: hover.shownMs, point: hover.last, profile_count: profile.count,
     rect: { ...rect.rect, min: rect.min, max: rect.max, mean: rect.mean } }));
   // With a ROI and binning the picture is a 2x-binned crop: the readout still names
   // detector pixels of the full frame.
