@@ -210,8 +210,6 @@ async fn chromium_draws_the_scale_bar_and_plays_two_detectors_in_the_grid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_behind_a_2_mbps_link_keeps_playing() {
     use common::netlab::lab_or_skip;
-    use serde_json::Value;
-    use std::os::unix::process::CommandExt;
 
     const SECONDS: u64 = 20;
     const MIN_FPS: f64 = 20.0;
@@ -243,48 +241,7 @@ async fn chromium_behind_a_2_mbps_link_keeps_playing() {
     .await;
     let url = format!("http://{}/", server.addr);
     let shot = format!("{root}/target/browser-real-link-2mbps.png");
-
-    /// Kills the viewer's whole process group (node and the Chromium it started) when the
-    /// test ends in any way: a Chromium left in the namespace would keep it alive.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.0)])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-    let mut cmd = lab.exec("node");
-    cmd.args([
-        script.as_str(),
-        &url,
-        &SECONDS.to_string(),
-        &shot,
-        "--warmup",
-        "3",
-    ])
-    .process_group(0);
-    let child = tokio::process::Command::from(cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs in the namespace");
-    let _group = Group(child.id().expect("the viewer's pid"));
-    let out = tokio::time::timeout(Duration::from_secs(SECONDS + 60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("real_link.mjs did not finish within {} s", SECONDS + 60))
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let transcript = format!("{stdout}\n{stderr}\n{}", lab.cap_stats());
-    assert!(out.status.success(), "real_link.mjs failed:\n{transcript}");
-    let j: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON line from real_link.mjs:\n{transcript}"));
+    let (j, transcript) = real_link_in_lab(&lab, &script, &url, SECONDS, &shot).await;
     let f = |key: &str| j[key].as_f64().unwrap_or(f64::NAN);
     let summary = format!(
         "fps after warmup {:.1}, longest gap {:.0} ms at {} s, latency p50/p99 stripe {}/{} ms rtp {}/{} ms, \
@@ -330,7 +287,7 @@ async fn chromium_behind_a_2_mbps_link_keeps_playing() {
     let link = &j["server_link_at_end"];
     assert_eq!(
         link["rtx"],
-        Value::Bool(true),
+        serde_json::Value::Bool(true),
         "RTX was not negotiated with Chromium: {summary}"
     );
     assert!(
@@ -467,16 +424,6 @@ async fn real_link_in_lab(
 ) -> (serde_json::Value, String) {
     use serde_json::Value;
     use std::os::unix::process::CommandExt;
-    /// Kills the viewer's whole process group (node and its Chromium) however the test ends.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.0)])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
     let mut cmd = lab.exec("node");
     cmd.args([script, url, &seconds.to_string(), shot, "--warmup", "3"])
         .process_group(0);
@@ -493,7 +440,11 @@ async fn real_link_in_lab(
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let transcript = format!("{stdout}\n{stderr}\n{}", lab.nft_stats());
+    let transcript = format!(
+        "{stdout}\n{stderr}\n{}\n{}",
+        lab.nft_stats(),
+        lab.cap_stats()
+    );
     assert!(out.status.success(), "real_link.mjs failed:\n{transcript}");
     let j: Value = stdout
         .lines()
@@ -623,15 +574,6 @@ async fn chromium_whose_address_changes_gets_video_again_through_an_ice_restart(
     .await;
     let url = format!("http://{}/", server.addr);
     let shot = format!("{root}/target/browser-ice-restart.png");
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.0)])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
     let mut cmd = lab.exec("node");
     cmd.args([script.as_str(), &url, "12", &shot])
         .process_group(0);
@@ -703,4 +645,17 @@ async fn chromium_whose_address_changes_gets_video_again_through_an_ice_restart(
         after["sessions"][0]["remote_address"], before["sessions"][0]["remote_address"],
         "(the HTTP peer is recorded at the offer)"
     );
+}
+
+/// Kills a viewer's whole process group (node and the Chromium it started) however the
+/// test ends: a Chromium left in a namespace would keep it alive.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
 }

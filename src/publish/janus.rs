@@ -117,36 +117,7 @@ impl JanusSession {
         display: &str,
         offer_sdp: &str,
     ) -> Result<(JanusSession, String), PublishError> {
-        let base = base.trim_end_matches('/').to_string();
-        let secret = room.api_secret.clone();
-        let created = post(
-            client,
-            &base,
-            json!({"janus": "create", "transaction": transaction()}),
-            &secret,
-        )
-        .await?;
-        let session = created["data"]["id"].as_u64().ok_or_else(|| {
-            PublishError::Protocol(format!("Janus create: no session id in {created}"))
-        })?;
-        let (tx, events) = mpsc::channel(EVENT_QUEUE);
-        let mut s = JanusSession {
-            client: client.clone(),
-            base,
-            session,
-            handle: 0,
-            api_secret: secret,
-            publisher_id: 0,
-            events,
-            tasks: Vec::new(),
-        };
-        s.tasks.push(tokio::spawn(
-            poll_events(client.clone(), s.session_url(), s.api_secret.clone(), tx)
-                .in_current_span(),
-        ));
-        s.tasks.push(tokio::spawn(
-            keepalive(client.clone(), s.session_url(), s.api_secret.clone()).in_current_span(),
-        ));
+        let mut s = Self::create(client, base, room.api_secret.clone()).await?;
         match s.join_and_publish(room, display, offer_sdp).await {
             Ok(answer) => Ok((s, answer)),
             Err(e) => {
@@ -166,16 +137,7 @@ impl JanusSession {
         display: &str,
         offer_sdp: &str,
     ) -> Result<String, PublishError> {
-        let attached = post(
-            &self.client,
-            &self.session_url(),
-            json!({"janus": "attach", "plugin": PLUGIN, "transaction": transaction()}),
-            &self.api_secret,
-        )
-        .await?;
-        self.handle = attached["data"]["id"].as_u64().ok_or_else(|| {
-            PublishError::Protocol(format!("Janus attach: no handle id in {attached}"))
-        })?;
+        self.attach().await?;
         let mut join = json!({
             "request": "join",
             "ptype": "publisher",
