@@ -97,10 +97,9 @@ async fn post(
             body: super::short_body(resp).await,
         });
     }
-    let v: Value = resp
-        .json()
-        .await
-        .map_err(|e| PublishError::http("Janus API answer", e))?;
+    let body = super::read_bounded(resp, super::MAX_ANSWER).await?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| PublishError::Protocol(format!("Janus API answer: {e}")))?;
     match janus_error(&v) {
         Some(e) => Err(e),
         None => Ok(v),
@@ -340,7 +339,10 @@ async fn poll_events(
             if !resp.status().is_success() {
                 return Err(format!("long poll answered {}", resp.status()));
             }
-            resp.json::<Value>().await.map_err(|e| e.to_string())
+            let body = super::read_bounded(resp, super::MAX_ANSWER)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
         }
         .await;
         let events = match got {

@@ -57,9 +57,34 @@ impl PublishError {
     }
 }
 
+/// Largest answer body read from a WHIP endpoint or Janus (an SDP, a batch of events).
+pub(crate) const MAX_ANSWER: usize = 256 * 1024;
+
+/// Reads an answer's body, at most `max` bytes (a larger one is an error, and is not
+/// read further).
+pub(crate) async fn read_bounded(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, PublishError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| PublishError::http("reading the answer", e))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(PublishError::Protocol(format!(
+                "the server's answer is over {max} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The start of an error answer's body, for the status and the log.
 pub(crate) async fn short_body(resp: reqwest::Response) -> String {
-    let bytes = resp.bytes().await.unwrap_or_default();
+    let bytes = read_bounded(resp, 64 * 1024).await.unwrap_or_default();
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
         .trim()
         .to_string();

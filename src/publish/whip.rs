@@ -5,8 +5,7 @@ use super::target::{TargetSpec, REQUEST_TIMEOUT};
 use super::PublishError;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LINK, LOCATION};
 
-/// Largest answer we read.
-const MAX_ANSWER: usize = 64 * 1024;
+use super::MAX_ANSWER;
 
 /// An ICE server from a `Link` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,16 +85,8 @@ pub async fn open(
             "the WHIP answer is {content_type:?}, not application/sdp"
         )));
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| PublishError::http("WHIP answer", e))?;
-    if body.len() > MAX_ANSWER {
-        return Err(PublishError::Protocol(format!(
-            "the WHIP answer is over {MAX_ANSWER} bytes"
-        )));
-    }
-    let answer = String::from_utf8(body.to_vec())
+    let body = super::read_bounded(resp, MAX_ANSWER).await?;
+    let answer = String::from_utf8(body)
         .map_err(|_| PublishError::Protocol("the WHIP answer is not UTF-8".into()))?;
     Ok((
         WhipSession {
